@@ -1,0 +1,33 @@
+"""Settings read from the environment (prefix ``ADLENS_``) with safe defaults.
+
+Config keys (all optional):
+
+- ``ADLENS_WORKSPACE``     workspace folder (default ``./workspace``)
+- ``ADLENS_DATABASE_URL``  SQLAlchemy URL of the catalog; default is SQLite inside the workspace
+- ``ADLENS_MAX_IMAGE_PIXELS``  images with more pixels are rejected as decompression bombs
+- ``ADLENS_MAX_FILE_BYTES``    files larger than this are rejected before decoding
+- ``ADLENS_WORKERS``       worker threads for decoding/hashing (default: number of CPUs)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ADLENS_", extra="ignore")
+
+    workspace: Path = Path("workspace")
+    database_url: str | None = None
+    # 50 megapixels: larger than any real banner or product photo, far below a bomb.
+    max_image_pixels: int = 50_000_000
+    max_file_bytes: int = 50 * 1024 * 1024
+    workers: int = max(1, os.cpu_count() or 1)
+
+
+def get_settings(**overrides) -> Settings:
+    """Settings from the environment, with explicit overrides (e.g. CLI flags) winning."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,1 @@
+"""Persistence: the catalog database, content-addressed image blobs, artifacts."""
