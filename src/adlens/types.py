@@ -58,6 +58,7 @@ class IngestSummary:
     added: int = 0
     already_present: int = 0
     rejected: list[Rejection] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # kind-specific counters
 
     @property
     def total(self) -> int:
@@ -70,5 +71,6 @@ class IngestSummary:
             "total": self.total,
             "added": self.added,
             "already_present": self.already_present,
+            **self.extra,
             "rejected": [{"path": r.path, "reason": r.reason} for r in self.rejected],
         }

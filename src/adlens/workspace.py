@@ -42,6 +42,12 @@ class Workspace:
     def reports(self) -> Path:
         return self.root / "reports"
 
+    def ledger(self, **rule):
+        """The dedup ledger of this workspace (``rule``: phash_radius, dhash_radius)."""
+        from adlens.store.ledger import Ledger
+
+        return Ledger(self.engine, self.artifacts / "dedup" / "phash.index", **rule)
+
     def close(self) -> None:
         self.engine.dispose()
 

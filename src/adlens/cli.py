@@ -1,0 +1,303 @@
+"""The ``adlens`` command line: thin wrappers that parse, call one library function, print.
+
+Every command that produces results accepts ``--json`` for machine use. The workspace comes from
+``--workspace`` or ``ADLENS_WORKSPACE`` (default ``./workspace``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from adlens.errors import AdlensError
+
+app = typer.Typer(help="adlens — ad-creative intelligence engine.", no_args_is_help=True, add_completion=False)
+ingest_app = typer.Typer(help="Add ads, articles or products to the workspace.", no_args_is_help=True)
+dedup_app = typer.Typer(help="Find duplicate creatives (ledger or plain folder).", no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
+app.add_typer(dedup_app, name="dedup")
+
+console = Console(stderr=True)
+out = Console()
+
+WorkspaceOpt = typer.Option(None, "--workspace", "-w", envvar="ADLENS_WORKSPACE", help="Workspace folder.")
+JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+@contextmanager
+def _progress(enabled: bool = True):
+    """Yield a factory ``description -> callback(done, total)`` backed by one Rich progress display."""
+    if not enabled:
+        yield lambda _desc: None
+        return
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=False,
+    ) as prog:
+        tasks: dict[str, int] = {}
+
+        def factory(desc: str):
+            def update(done: int, total: int) -> None:
+                if desc not in tasks:
+                    tasks[desc] = prog.add_task(desc, total=total)
+                prog.update(tasks[desc], completed=done, total=total)
+
+            return update
+
+        yield factory
+
+
+def _fail(e: Exception) -> None:
+    console.print(f"[red]error:[/red] {e}")
+    raise typer.Exit(2)
+
+
+def _workspace(path: Path | None):
+    from adlens.workspace import open_workspace
+
+    return open_workspace(path)
+
+
+def _summary_table(title: str, summary: dict) -> None:
+    t = Table(title=title)
+    t.add_column("counter")
+    t.add_column("value", justify="right")
+    for k, v in summary.items():
+        if k not in ("rejected", "run_id", "kind"):
+            t.add_row(k, str(v))
+    if "rejected" in summary:
+        t.add_row("rejected", str(len(summary["rejected"])))
+    out.print(t)
+    for r in summary.get("rejected", [])[:50]:
+        out.print(f"  [red]rejected[/red] {r['path']}: {r['reason']}")
+
+
+@app.command()
+def init(workspace: Path = WorkspaceOpt) -> None:
+    """Create (or upgrade) a workspace: catalog database + artifact folders."""
+    from adlens.workspace import init_workspace
+
+    try:
+        ws = init_workspace(workspace)
+    except AdlensError as e:
+        _fail(e)
+    out.print(f"workspace ready at {ws.root} (catalog: {ws.engine.url.render_as_string(hide_password=True)})")
+
+
+@app.command()
+def sample(
+    out_dir: Path = typer.Argument(..., help="Folder to write the sample corpus into."),
+    n_ads: int = typer.Option(240, help="Number of distinct creatives (variants come on top)."),
+    seed: int = typer.Option(0, help="Random seed; the same seed gives identical files."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Render a synthetic demo corpus (ads, near-duplicates, articles, products, events)."""
+    from adlens.sample import make_sample
+
+    with _progress(not as_json) as factory:
+        bar = factory("sample")
+        summary = make_sample(out_dir, n_ads=n_ads, seed=seed, progress=lambda _s, d, t: bar(d, t))
+    if as_json:
+        _print_json(summary)
+    else:
+        out.print(f"sample corpus written to {out_dir}")
+        _summary_table("sample", {k: v for k, v in summary["counts"].items() if not isinstance(v, (dict, list))})
+
+
+@ingest_app.command("ads")
+def ingest_ads_cmd(
+    path: Path = typer.Argument(..., help="Folder (recursive) or CSV/JSONL manifest."),
+    day: str = typer.Option(None, help="Day (YYYY-MM-DD) for rows without one; default today (UTC)."),
+    workspace: Path = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Ingest ad creatives and update the dedup ledger."""
+    from adlens.ingest.ads import ingest_ads
+
+    try:
+        with _workspace(workspace) as ws, _progress(not as_json) as factory:
+            summary = ingest_ads(ws, path, day=day, progress=factory("ingest ads")).to_dict()
+    except AdlensError as e:
+        _fail(e)
+    _print_json(summary) if as_json else _summary_table("ingest ads", summary)
+
+
+@ingest_app.command("articles")
+def ingest_articles_cmd(
+    path: Path = typer.Argument(..., help="JSONL or CSV with text (required), article_id, title, topic, ad_id, url."),
+    workspace: Path = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Ingest articles (contexts)."""
+    from adlens.ingest.articles import ingest_articles
+
+    try:
+        with _workspace(workspace) as ws, _progress(not as_json) as factory:
+            summary = ingest_articles(ws, path, progress=factory("ingest articles")).to_dict()
+    except AdlensError as e:
+        _fail(e)
+    _print_json(summary) if as_json else _summary_table("ingest articles", summary)
+
+
+@ingest_app.command("products")
+def ingest_products_cmd(
+    path: Path = typer.Argument(..., help="Folder (category = sub-folder) or CSV/JSONL manifest."),
+    workspace: Path = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Ingest a product catalogue."""
+    from adlens.ingest.products import ingest_products
+
+    try:
+        with _workspace(workspace) as ws, _progress(not as_json) as factory:
+            summary = ingest_products(ws, path, progress=factory("ingest products")).to_dict()
+    except AdlensError as e:
+        _fail(e)
+    _print_json(summary) if as_json else _summary_table("ingest products", summary)
+
+
+@dedup_app.command("check")
+def dedup_check_cmd(
+    images: list[Path] = typer.Argument(..., help="Image files to look up (not ingested)."),
+    workspace: Path = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Look images up in the ledger: seen before? which creative, when, how often?"""
+    from adlens.dedup.lookup import check_images
+
+    try:
+        with _workspace(workspace) as ws:
+            results = check_images(ws, images)
+    except AdlensError as e:
+        _fail(e)
+    if as_json:
+        _print_json(results)
+        return
+    for r in results:
+        if r.get("error"):
+            out.print(f"[red]{r['path']}[/red]: {r['error']}")
+        elif not r["matches"]:
+            out.print(f"{r['path']}: [green]new[/green] (not in the ledger)")
+        else:
+            m = r["matches"][0]
+            out.print(
+                f"{r['path']}: [yellow]{r['status']}[/yellow] of {', '.join(m['ad_ids']) or m['image_id']} "
+                f"(first seen {m['first_seen']}, last seen {m['last_seen']}, seen {m['times_seen']}x, "
+                f"pHash distance {m['phash_distance']}, {len(r['matches'])} match(es))"
+            )
+
+
+@dedup_app.command("find")
+def dedup_find_cmd(
+    folder: Path = typer.Argument(..., help="Folder of images (recursive)."),
+    report: Path = typer.Option(None, "--report", help="Write an HTML page with every group's thumbnails."),
+    phash_radius: int = typer.Option(None, help="Max pHash Hamming distance (default: tuned value)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Deduplicate a plain folder, no workspace needed."""
+    from adlens.dedup.folder import find_duplicates, write_folder_report
+
+    try:
+        with _progress(not as_json) as factory:
+            result = find_duplicates(folder, phash_radius=phash_radius, progress=factory("hash"))
+        if report:
+            write_folder_report(result, report)
+    except AdlensError as e:
+        _fail(e)
+    if as_json:
+        _print_json(result)
+        return
+    for g in result["groups"]:
+        out.print(f"[bold]group[/bold] ({len(g)}): keep {g[0]}")
+        for p in g[1:]:
+            out.print(f"    duplicate {p}")
+    for r in result["rejected"]:
+        out.print(f"[red]rejected[/red] {r['path']}: {r['reason']}")
+    out.print(f"{len(result['groups'])} groups, {result['files_in_groups']} files in groups, {len(result['rejected'])} rejected")
+    if report:
+        out.print(f"report: {report}")
+
+
+@dedup_app.command("groups")
+def dedup_groups_cmd(workspace: Path = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
+    """List the ledger's duplicate groups (>= 2 ads), canonical ad first."""
+    from adlens.store.ledger import duplicate_groups
+
+    try:
+        with _workspace(workspace) as ws:
+            groups = duplicate_groups(ws.engine)
+    except AdlensError as e:
+        _fail(e)
+    if as_json:
+        _print_json({"groups": groups})
+        return
+    for g in groups:
+        out.print(f"[bold]{g['canonical_ad_id']}[/bold]: " + ", ".join(m["ad_id"] for m in g["members"][1:]))
+    out.print(f"{len(groups)} groups")
+
+
+@app.command()
+def run(
+    ads: Path = typer.Option(None, help="Ads folder or manifest to ingest first."),
+    articles: Path = typer.Option(None, help="Articles JSONL/CSV to ingest first."),
+    products: Path = typer.Option(None, help="Products folder or manifest to ingest first."),
+    day: str = typer.Option(None, help="Day for ads without one (YYYY-MM-DD)."),
+    report: Path = typer.Option(None, help="Report path (default WORKSPACE/reports/<run_id>.html)."),
+    workspace: Path = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """The main job: ingest the given inputs, run every stage, write the HTML run report."""
+    from adlens.pipeline import RunContext, run_pipeline
+
+    try:
+        with _workspace(workspace) as ws, _progress(not as_json) as factory:
+            ctx = RunContext(ws, ads=ads, articles=articles, products=products, day=day, progress=factory)
+            result = run_pipeline(ctx, report_path=report)
+    except AdlensError as e:
+        _fail(e)
+    if as_json:
+        _print_json(result)
+        return
+    for kind, s in result.get("ingest", {}).items():
+        _summary_table(f"ingest {kind}", s)
+    d = result["dedup"]
+    out.print(
+        f"dedup: {d['creatives']} ads, {d['unique_creatives']} unique, {d['groups']} duplicate groups, "
+        f"{d['redundant_creatives']} redundant"
+    )
+    out.print(f"[bold]report:[/bold] {result['report']}")
+
+
+@app.command()
+def status(workspace: Path = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
+    """Counts of what the workspace holds and its recent runs."""
+    from adlens.store.catalog import catalog_counts
+    from adlens.store.runs import recent_runs
+
+    try:
+        with _workspace(workspace) as ws:
+            counts = catalog_counts(ws.engine)
+            runs = recent_runs(ws.engine, 10)
+    except AdlensError as e:
+        _fail(e)
+    if as_json:
+        _print_json({"counts": counts, "runs": runs})
+        return
+    _summary_table(f"workspace {ws.root}", counts)
+    for r in runs:
+        out.print(f"{r['started_at']:%Y-%m-%d %H:%M} {r['run_id']} {r['status']}")
+
+
+def main() -> None:  # pragma: no cover
+    app()

@@ -1,0 +1,1 @@
+"""Reading and validating user inputs: image folders, CSV/JSONL manifests, articles, products."""

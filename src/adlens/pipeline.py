@@ -1,0 +1,142 @@
+"""The main job: ``adlens run`` — every stage in order over one workspace, then an HTML report.
+
+Stages are functions ``stage(ctx) -> dict`` that read and extend the shared context; each
+returns a section for the report. Later capabilities append their stage to ``STAGES``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from adlens import __version__
+from adlens.ingest.ads import ingest_ads
+from adlens.ingest.articles import ingest_articles
+from adlens.ingest.products import ingest_products
+from adlens.report import render, thumbnail_uri
+from adlens.store import schema
+from adlens.store.ledger import duplicate_groups
+from adlens.store.runs import finish_run, start_run
+from adlens.workspace import Workspace
+
+ProgressFactory = Callable[[str], Callable[[int, int], None]]  # description -> callback
+
+
+@dataclass
+class RunContext:
+    ws: Workspace
+    ads: Path | None = None
+    articles: Path | None = None
+    products: Path | None = None
+    day: str | None = None
+    progress: ProgressFactory | None = None
+    sections: dict = field(default_factory=dict)
+
+    def progress_for(self, description: str):
+        return self.progress(description) if self.progress else None
+
+
+def stage_ingest(ctx: RunContext) -> dict:
+    """Ingest whichever inputs were given; rerunning on the same inputs adds nothing."""
+    out = {}
+    if ctx.ads:
+        out["ads"] = ingest_ads(ctx.ws, ctx.ads, day=ctx.day, progress=ctx.progress_for("ingest ads")).to_dict()
+    if ctx.articles:
+        out["articles"] = ingest_articles(ctx.ws, ctx.articles, progress=ctx.progress_for("ingest articles")).to_dict()
+    if ctx.products:
+        out["products"] = ingest_products(ctx.ws, ctx.products, progress=ctx.progress_for("ingest products")).to_dict()
+    return out
+
+
+def stage_dedup(ctx: RunContext) -> dict:
+    """Summarise the ledger: groups, redundancy, and per-day new vs already-seen creatives."""
+    groups = duplicate_groups(ctx.ws.engine)
+    lg, s, c = schema.ledger, schema.sightings, schema.creatives
+    with ctx.ws.engine.connect() as conn:
+        n_creatives = conn.execute(sa.select(sa.func.count()).select_from(c)).scalar_one()
+        n_images = conn.execute(sa.select(sa.func.count()).select_from(lg)).scalar_one()
+        n_canonical = conn.execute(sa.select(sa.func.count(sa.distinct(lg.c.canonical_id)))).scalar_one()
+        group_first = dict(
+            conn.execute(sa.select(lg.c.canonical_id, sa.func.min(lg.c.first_seen)).group_by(lg.c.canonical_id)).all()
+        )
+        sightings = conn.execute(
+            sa.select(s.c.day, s.c.ad_id, lg.c.canonical_id).join(lg, lg.c.image_id == s.c.image_id)
+        ).all()
+    per_day: dict[str, dict] = {}
+    for day, _ad, canon in sightings:
+        d = per_day.setdefault(day, {"day": day, "sightings": 0, "groups": set(), "new": set(), "seen_before": set()})
+        d["sightings"] += 1
+        d["groups"].add(canon)
+        (d["seen_before"] if group_first[canon] < day else d["new"]).add(canon)
+    days = [
+        {"day": d["day"], "sightings": d["sightings"], "unique": len(d["groups"]), "new": len(d["new"]),
+         "seen_before": len(d["seen_before"])}
+        for d in sorted(per_day.values(), key=lambda d: d["day"])
+    ]
+    return {
+        "creatives": n_creatives,
+        "distinct_images": n_images,
+        "unique_creatives": n_canonical,
+        "groups": len(groups),
+        "creatives_in_groups": sum(len(g["members"]) for g in groups),
+        "redundant_creatives": n_creatives - n_canonical if n_creatives else 0,
+        "days": days,
+        "group_list": groups,
+    }
+
+
+STAGES: list[tuple[str, Callable[[RunContext], dict]]] = [
+    ("ingest", stage_ingest),
+    ("dedup", stage_dedup),
+]
+
+
+def run_pipeline(ctx: RunContext, report_path: Path | None = None, max_groups_shown: int = 60) -> dict:
+    """Run every stage, record the run, write the HTML report. Returns the sections + report path."""
+    ws = ctx.ws
+    run_id = start_run(ws.engine, "run", ", ".join(str(p) for p in (ctx.ads, ctx.articles, ctx.products) if p))
+    status = "failed"
+    try:
+        for name, stage in STAGES:
+            ctx.sections[name] = stage(ctx)
+        status = "done"
+    finally:
+        summary = {k: v for k, v in ctx.sections.items()}
+        if "dedup" in summary:
+            summary["dedup"] = {k: v for k, v in summary["dedup"].items() if k != "group_list"}
+        finish_run(ws.engine, run_id, status, summary)
+    report_path = Path(report_path or ws.reports / f"{run_id}.html")
+    _write_run_report(ctx, run_id, report_path, max_groups_shown)
+    result = {"run_id": run_id, "report": str(report_path), **summary}
+    return result
+
+
+def _write_run_report(ctx: RunContext, run_id: str, path: Path, max_groups_shown: int) -> None:
+    dedup = ctx.sections.get("dedup", {})
+    shown = []
+    for g in dedup.get("group_list", [])[:max_groups_shown]:
+        members = []
+        for m in g["members"]:
+            members.append({**m, "thumb": thumbnail_uri(_blob_path(ctx.ws, m["image_id"]))})
+        shown.append({**g, "members": members})
+    render(
+        "run_report.html",
+        path,
+        version=__version__,
+        run_id=run_id,
+        workspace=str(ctx.ws.root),
+        ingest=ctx.sections.get("ingest", {}),
+        dedup=dedup,
+        groups_shown=shown,
+    )
+    latest = path.parent / "latest.html"
+    latest.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+
+
+def _blob_path(ws: Workspace, image_id: int) -> Path:
+    with ws.engine.connect() as conn:
+        sha = conn.execute(sa.select(schema.images.c.sha256).where(schema.images.c.id == image_id)).scalar_one()
+    return ws.blobs.path_for(sha)
