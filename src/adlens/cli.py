@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -39,7 +40,7 @@ def _print_json(obj) -> None:
 def _progress(enabled: bool = True):
     """Yield a factory ``description -> callback(done, total)`` backed by one Rich progress display."""
     if not enabled:
-        yield lambda _desc: None
+        yield lambda _desc: (lambda _done, _total: None)
         return
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -59,7 +60,7 @@ def _progress(enabled: bool = True):
 
 
 def _fail(e: Exception) -> None:
-    console.print(f"[red]error:[/red] {e}")
+    console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True, highlight=False)
     raise typer.Exit(2)
 
 
@@ -80,7 +81,7 @@ def _summary_table(title: str, summary: dict) -> None:
         t.add_row("rejected", str(len(summary["rejected"])))
     out.print(t)
     for r in summary.get("rejected", [])[:50]:
-        out.print(f"  [red]rejected[/red] {r['path']}: {r['reason']}")
+        out.print(f"  [red]rejected[/red] {escape(r['path'])}: {escape(r['reason'])}", soft_wrap=True, highlight=False)
 
 
 @app.command()

@@ -88,52 +88,64 @@ def stage_dedup(ctx: RunContext) -> dict:
     }
 
 
-STAGES: list[tuple[str, Callable[[RunContext], dict]]] = [
-    ("ingest", stage_ingest),
-    ("dedup", stage_dedup),
+def report_dedup(ctx: RunContext, section: dict, max_groups: int = 60) -> dict:
+    """Thumbnails of the first groups for the report (kept out of the run summary)."""
+    shown = []
+    for g in section.get("group_list", [])[:max_groups]:
+        members = [{**m, "thumb": thumbnail_uri(_blob_path(ctx.ws, m["image_id"]))} for m in g["members"]]
+        shown.append({**g, "members": members})
+    return {"groups_shown": shown}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A pipeline stage: ``run`` returns the stage's section of the run summary; ``report``
+    (optional) returns extra data for ``templates/section_<name>.html`` only."""
+
+    name: str
+    run: Callable[[RunContext], dict]
+    report: Callable[[RunContext, dict], dict] | None = None
+    summary_exclude: tuple[str, ...] = ()
+
+
+STAGES: list[Stage] = [
+    Stage("ingest", stage_ingest),
+    Stage("dedup", stage_dedup, report_dedup, summary_exclude=("group_list",)),
 ]
 
 
-def run_pipeline(ctx: RunContext, report_path: Path | None = None, max_groups_shown: int = 60) -> dict:
-    """Run every stage, record the run, write the HTML report. Returns the sections + report path."""
+def run_pipeline(ctx: RunContext, report_path: Path | None = None) -> dict:
+    """Run every stage, record the run, write the HTML report. Returns the summary + report path."""
     ws = ctx.ws
     run_id = start_run(ws.engine, "run", ", ".join(str(p) for p in (ctx.ads, ctx.articles, ctx.products) if p))
     status = "failed"
+    summary: dict = {}
     try:
-        for name, stage in STAGES:
-            ctx.sections[name] = stage(ctx)
+        for stage in STAGES:
+            section = stage.run(ctx)
+            ctx.sections[stage.name] = section
+            summary[stage.name] = {k: v for k, v in section.items() if k not in stage.summary_exclude}
         status = "done"
     finally:
-        summary = {k: v for k, v in ctx.sections.items()}
-        if "dedup" in summary:
-            summary["dedup"] = {k: v for k, v in summary["dedup"].items() if k != "group_list"}
         finish_run(ws.engine, run_id, status, summary)
     report_path = Path(report_path or ws.reports / f"{run_id}.html")
-    _write_run_report(ctx, run_id, report_path, max_groups_shown)
-    result = {"run_id": run_id, "report": str(report_path), **summary}
-    return result
-
-
-def _write_run_report(ctx: RunContext, run_id: str, path: Path, max_groups_shown: int) -> None:
-    dedup = ctx.sections.get("dedup", {})
-    shown = []
-    for g in dedup.get("group_list", [])[:max_groups_shown]:
-        members = []
-        for m in g["members"]:
-            members.append({**m, "thumb": thumbnail_uri(_blob_path(ctx.ws, m["image_id"]))})
-        shown.append({**g, "members": members})
+    report_data = {}
+    for stage in STAGES:
+        section = dict(ctx.sections.get(stage.name, {}))
+        if stage.report:
+            section.update(stage.report(ctx, section))
+        report_data[stage.name] = section
     render(
         "run_report.html",
-        path,
+        report_path,
         version=__version__,
         run_id=run_id,
-        workspace=str(ctx.ws.root),
-        ingest=ctx.sections.get("ingest", {}),
-        dedup=dedup,
-        groups_shown=shown,
+        workspace=str(ws.root),
+        sections=[st.name for st in STAGES],
+        **report_data,
     )
-    latest = path.parent / "latest.html"
-    latest.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    (report_path.parent / "latest.html").write_text(report_path.read_text(encoding="utf-8"), encoding="utf-8")
+    return {"run_id": run_id, "report": str(report_path), **summary}
 
 
 def _blob_path(ws: Workspace, image_id: int) -> Path:

@@ -97,13 +97,17 @@ class Ledger:
                 return idx
         idx = HashIndex()
         t = schema.image_hashes
+        sql = sa.select(t.c.image_id, t.c.phash).order_by(t.c.image_id)
         with self.engine.connect() as conn:
-            result = conn.execution_options(yield_per=100_000).execute(
-                sa.select(t.c.image_id, t.c.phash).order_by(t.c.image_id)
-            )
-            for chunk in result.partitions():
-                arr = np.array(chunk, dtype=np.int64)
-                idx.add(arr[:, 0], arr[:, 1].view(np.uint64))
+            # plain DBAPI tuples: building Row objects for millions of rows costs seconds
+            cursor = conn.connection.cursor()
+            try:
+                cursor.execute(str(sql.compile(conn)))
+                while chunk := cursor.fetchmany(200_000):
+                    arr = np.array(chunk, dtype=np.int64)
+                    idx.add(arr[:, 0], arr[:, 1].view(np.uint64))
+            finally:
+                cursor.close()
         return idx
 
     def save(self) -> None:
