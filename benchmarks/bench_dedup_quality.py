@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from adlens.dedup.hashing import hamming64, hash_files, hash_image, HashBatch
+from adlens.dedup.hashing import HashBatch, hamming64, hash_files, hash_image
 from adlens.dedup.match import DEFAULT_DHASH_RADIUS, DEFAULT_PHASH_RADIUS, near_duplicate_pairs
 
 CLOTHING = Path("/work/shared/data/clothing/images")
@@ -157,12 +157,7 @@ def photo_eval(n_photos: int, seed: int) -> dict | None:
             batches.append(hash_image(data))
             src.append(k)
             kinds.append(kind)
-    batch = HashBatch(
-        ahash_md5=np.concatenate([b.ahash_md5 for b in batches]),
-        ahash_bits=np.concatenate([b.ahash_bits for b in batches]),
-        phash=np.concatenate([b.phash for b in batches]),
-        dhash=np.concatenate([b.dhash for b in batches]),
-    )
+    batch = HashBatch.concat(batches)
     src = np.array(src)
     per = len(batches) // len(files)
     n_pos = len(files) * per * (per - 1) // 2

@@ -60,9 +60,11 @@ def render_ad(rng: np.random.Generator, size: int) -> Image.Image:
     d = ImageDraw.Draw(img)
     for _ in range(4):
         x, y = rng.integers(0, size - size // 5, 2)
-        d.ellipse([int(x), int(y), int(x + size // 6), int(y + size // 6)], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+        fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+        d.ellipse([int(x), int(y), int(x + size // 6), int(y + size // 6)], fill=fill)
     d.rectangle([size // 10, int(size * 0.82), int(size * 0.9), int(size * 0.95)], fill=(20, 20, 20))
-    d.text((size // 8, int(size * 0.85)), f"SALE {int(rng.integers(10, 70))}% OFF", fill=(255, 255, 255), font_size=size // 16)
+    label = f"SALE {int(rng.integers(10, 70))}% OFF"
+    d.text((size // 8, int(size * 0.85)), label, fill=(255, 255, 255), font_size=size // 16)
     arr = np.asarray(img.filter(ImageFilter.SMOOTH), dtype=np.int16)
     arr = arr + rng.normal(0, 2.0, arr.shape).astype(np.int16)  # mild sensor/scan noise
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))

@@ -40,6 +40,14 @@ def brute_radius(ids, codes, q, r):
     return ids[hit][order], d[hit][order]
 
 
+@pytest.fixture(params=["tables", "auto"])
+def force_tables(request, monkeypatch):
+    """'tables': never fall back to the linear scan (small test indexes would always prefer it)."""
+    if request.param == "tables":
+        monkeypatch.setattr(index_mod, "_SCAN_COST", 0)
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def data():
     rng = np.random.default_rng(42)
@@ -49,7 +57,7 @@ def data():
 
 
 @pytest.mark.parametrize("radius", [0, 1, 3, 4, 5, 7, 8, 10, 11, 12, 15, 16, 20, 64])
-def test_radius_search_equals_brute_force(data, radius):
+def test_radius_search_equals_brute_force(data, radius, force_tables):
     ids, codes, queries = data
     index = HashIndex()
     index.add(ids, codes)
@@ -64,7 +72,7 @@ def test_radius_search_equals_brute_force(data, radius):
     assert np.array_equal(pid, np.concatenate([r[0] for r in res]))
 
 
-def test_radius_boundary_inclusive():
+def test_radius_boundary_inclusive(force_tables):
     rng = np.random.default_rng(0)
     q = random_codes(rng, 1)[0]
     codes = np.array([flip_bits(rng, q, d) for d in range(20)], np.uint64)
@@ -76,7 +84,7 @@ def test_radius_boundary_inclusive():
         assert d.tolist() == list(range(r + 1))
 
 
-def test_incremental_adds_tail_and_rebuild(data):
+def test_incremental_adds_tail_and_rebuild(data, force_tables):
     ids, codes, queries = data
     index = HashIndex()
     for lo in range(0, codes.size, 700):  # forces tail scans, then rebuilds past 4096
@@ -108,7 +116,9 @@ def test_heavy_buckets_fall_back_to_scan():
 
 def test_small_gather_chunks(monkeypatch, data):
     ids, codes, queries = data
+    monkeypatch.setattr(index_mod, "_SCAN_COST", 0)
     monkeypatch.setattr(index_mod, "_CHUNK_CANDIDATES", 16)  # many chunks, some of one query
+    monkeypatch.setattr(index_mod, "_CHUNK_PROBES", 600)  # one query per probe block
     index = HashIndex()
     index.add(ids, codes)
     for q, (got_ids, got_d) in zip(queries, index.radius_search(queries, 9)):
@@ -116,16 +126,34 @@ def test_small_gather_chunks(monkeypatch, data):
         assert np.array_equal(got_ids, exp_ids) and np.array_equal(got_d, exp_d)
 
 
-def test_multi_index_tables_are_used(data):
+def test_multi_index_tables_are_used(data, monkeypatch):
     ids, codes, queries = data
     index = HashIndex()
     index.add(ids, codes)
     index.radius_search(queries[:1], 5)
     assert index._n_indexed == len(index)  # > 4096 codes: tables built, not a tail scan
+    monkeypatch.setattr(index_mod, "_SCAN_COST", 0)
+    monkeypatch.setattr(HashIndex, "_flat_range", None)  # would raise if called
+    assert index.radius_search(queries[:3], 11)[0][0].size > 0
+
+
+def test_large_layout_three_tables(monkeypatch):
+    """From 2**18 codes on, 3 substrings of 21/21/22 bits (checked on a small index)."""
+    monkeypatch.setattr(index_mod, "_layout", lambda n: (21, 21, 22))
+    monkeypatch.setattr(index_mod, "_SCAN_COST", 0)
+    rng = np.random.default_rng(5)
+    ids, codes, centres = planted(rng, n_random=3000, n_centres=10)
+    index = HashIndex()
+    index.add(ids, codes)
+    for r in (0, 2, 3, 5, 6, 8, 9, 11, 12, 14):
+        for q, (got_ids, got_d) in zip(centres, index.radius_search(centres, r)):
+            exp_ids, exp_d = brute_radius(ids, codes, q, r)
+            assert np.array_equal(got_ids, exp_ids) and np.array_equal(got_d, exp_d)
+    assert index._widths == (21, 21, 22)
 
 
 @pytest.mark.parametrize("k", [1, 3, 10, 50])
-def test_knn_equals_brute_force(data, k):
+def test_knn_equals_brute_force(data, k, force_tables):
     ids, codes, queries = data
     index = HashIndex()
     index.add(ids, codes)
@@ -166,7 +194,7 @@ def test_signed_codes_and_validation():
     assert HashIndex().radius_search([1, 2], 3)[1][0].size == 0
 
 
-def test_save_load_round_trip(tmp_path, data):
+def test_save_load_round_trip(tmp_path, data, force_tables):
     ids, codes, queries = data
     index = HashIndex()
     index.add(ids[:2000], codes[:2000])
@@ -175,6 +203,7 @@ def test_save_load_round_trip(tmp_path, data):
     path = tmp_path / "phash.idx"
     index.save(path)
     loaded = HashIndex.load(path)
+    assert loaded._n_indexed == 0 and loaded.build()._n_indexed == len(loaded)
     assert len(loaded) == len(index)
     assert np.array_equal(loaded.ids, index.ids) and np.array_equal(loaded.codes, index.codes)
     for a, b in zip(index.radius_search(queries, 10), loaded.radius_search(queries, 10)):

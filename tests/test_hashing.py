@@ -282,6 +282,9 @@ def test_records_and_int64_round_trip():
     assert signed.dtype == np.int64 and np.array_equal(to_uint64(signed), h.phash)
     assert int(to_int64(1 << 63)) == -(1 << 63)
     assert int(to_uint64(-1)) == 2**64 - 1
+    both = HashBatch.concat([h, hash_image(png(Image.fromarray(g[0])))])
+    assert len(both) == 5 and both.phash[4] == h.phash[0] and both.width is None
+    assert len(HashBatch.concat([])) == 0
     assert to_uint64([-1, 5]).tolist() == [2**64 - 1, 5]
 
 

@@ -104,7 +104,8 @@ def _dct8_int() -> np.ndarray:
     d[0] /= np.sqrt(2.0)
     di = np.rint(d * 65536.0)
     # AC rows must sum to exactly 0 so that a constant image has only a DC coefficient.
-    assert np.all(di[1:].sum(axis=1) == 0)
+    if not np.all(di[1:].sum(axis=1) == 0):
+        raise RuntimeError("integer DCT rows do not cancel on constant input")
     return di
 
 
@@ -186,6 +187,29 @@ class HashBatch:
 
     def records(self) -> list[ImageHashes]:
         return [self.record(i) for i in range(len(self))]
+
+    @classmethod
+    def concat(cls, batches: Sequence[HashBatch]) -> HashBatch:
+        """Stack batches row-wise (optional fields kept only if every batch has them)."""
+        batches = list(batches)
+        if not batches:
+            return cls.empty()
+
+        def opt(name):
+            vals = [getattr(b, name) for b in batches]
+            if any(v is None for v in vals):
+                return None
+            return [p for v in vals for p in v] if name == "paths" else np.concatenate(vals)
+
+        return cls(
+            ahash_md5=np.concatenate([b.ahash_md5 for b in batches]),
+            ahash_bits=np.concatenate([b.ahash_bits for b in batches]),
+            phash=np.concatenate([b.phash for b in batches]),
+            dhash=np.concatenate([b.dhash for b in batches]),
+            width=opt("width"),
+            height=opt("height"),
+            paths=opt("paths"),
+        )
 
 
 # --------------------------------------------------------------------------------------

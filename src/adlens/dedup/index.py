@@ -2,22 +2,28 @@
 
 How it works (and why)
 ----------------------
-*Radius search* uses **multi-index hashing** (Norouzi et al., 2014): the 64-bit code is cut
-into 4 substrings of 16 bits (substring ``h`` = bits ``16h .. 16h+15`` of the uint64 value,
-counted from the least significant bit). By the pigeonhole principle, if two codes are within
-Hamming distance ``r`` then at least one of the 4 substrings differs in at most
-``nflip = r // 4`` bits. So probing, in each of the 4 tables, every bucket within ``nflip`` bit
-flips of the query's substring finds a superset of the answer; each candidate is then checked
-with its full 64-bit distance. The result is **exact** for any ``r`` (not approximate).
+*Radius search* uses **multi-index hashing** (Norouzi, Punjani & Fleet, 2014): the 64-bit code
+is cut into ``m`` disjoint substrings (``m = 4`` x 16 bits below 2**18 codes, ``m = 3`` x
+21/21/22 bits from there on, i.e. about log2(n) bits per substring as the paper recommends).
+By the (generalised) pigeonhole principle, for per-table flip budgets ``t_h >= -1`` with
+``sum(t_h + 1) = r + 1``, two codes within Hamming distance ``r`` differ in at most ``t_h`` bits
+in at least one substring ``h`` (otherwise the distance would be ``>= sum(t_h + 1) > r``).
+Probing, in each table ``h``, every bucket within ``t_h`` bit flips of the query's substring
+(``t_h = -1``: table skipped) therefore finds a superset of the answer, and each candidate is
+checked with its full 64-bit distance: the result is **exact** for any ``r``. The budgets are
+spread evenly, e.g. r = 8 -> (2, 1, 1, 1) with 4 tables (188 probes) or (2, 2, 2) with 3.
 
-Each table is a counting-sorted array (positions ordered by the 16-bit key, plus a 65,537-entry
-offsets array), i.e. ~4 bytes per code per table; built with numpy's radix argsort. Probing is
-vectorised over queries and probes. Up to ``r = 11`` (``nflip <= 2``: 1 + 16 + 120 probes per
-table) this beats a linear scan by 10-50x at 1-10 M codes; for larger radii, or when the
-buckets hit would cover a large part of the data anyway, it falls back to an exhaustive
-``faiss.IndexBinaryFlat`` scan (also exact). faiss' own ``IndexBinaryMultiHash`` was measured
-and rejected: ~7 ms (r <= 7) and 70-100 ms (r <= 11) per query at 10 M codes, 16 s to build and
-~660 MB of hash tables, versus < 1 ms / ~3 ms, a few seconds and 160 MB here.
+A table is a counting-sorted array of positions (radix argsort of the substring) plus dense
+bucket offsets, ~4 bytes per code per table. Probing and verification are vectorised over
+queries, probes and candidates. When some ``t_h > 3``, or when the buckets hit would cover much
+of the data anyway (skewed codes), the query falls back to an exhaustive, also exact,
+``faiss.IndexBinaryFlat`` scan.
+
+Measured (``benchmarks/bench_hash_index.py``, one thread, single query, random codes): r = 8
+takes 0.3 ms at 1 M codes and 0.5 ms at 10 M (r = 10: 0.6 / 1.3 ms), against 1.3 / 16 ms for
+``faiss.IndexBinaryFlat``; faiss' own ``IndexBinaryMultiHash`` (nhash=4, b=16, exact with
+nflip = r // 4) needs 10 / 161 ms at r = 8, 22 s and ~600 MB to build at 10 M (ours: ~9 s,
+~450 MB including the ids and a faiss flat copy used for fallbacks and k-NN).
 
 *k-NN* first tries a radius-7 search (cheap); queries with fewer than ``k`` hits use faiss'
 exhaustive k-NN to find the k-th distance, then a range search at that distance, so ties at
@@ -42,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from functools import lru_cache
 from itertools import combinations
 
 import faiss
@@ -51,25 +58,46 @@ from adlens.dedup.hashing import to_uint64
 
 __all__ = ["HashIndex"]
 
-_N_TABLES = 4
-_SUB_BITS = 16
-_SUB_MASK = np.uint64((1 << _SUB_BITS) - 1)
-_MAX_NFLIP = 2  # beyond r = 11 the probes (1 + 16 + 120 + 560 per table) lose to a flat scan
-_KNN_FIRST_RADIUS = 7  # nflip = 1: 17 probes per table
+_MAX_NFLIP = 3  # 4 flips = 5,985+ probes per 21-bit table: a flat scan is cheaper
+_KNN_FIRST_RADIUS = 7
 _CHUNK_CANDIDATES = 1 << 22  # candidates gathered at once (bounds temporary memory)
+_CHUNK_PROBES = 1 << 21  # (query, probe) pairs computed at once
+_SCAN_COST = 80  # a probe or candidate costs ~50-150x a faiss flat comparison (measured)
 _FORMAT = "adlens.HashIndex/1"
 
 
-def _flip_masks(nflip: int) -> np.ndarray:
-    """All 16-bit masks with at most ``nflip`` bits set (0 first)."""
+def _layout(n: int) -> tuple[int, ...]:
+    """Substring widths for n codes (sum 64): ~log2(n) bits each, at least 16."""
+    return (16, 16, 16, 16) if n < (1 << 18) else (21, 21, 22)
+
+
+def _budgets(widths: tuple[int, ...], radius: int) -> tuple[int, ...]:
+    """Per-table flip budgets t_h >= -1 with sum(t_h + 1) == radius + 1 (narrow tables first)."""
+    m = len(widths)
+    order = sorted(range(m), key=lambda h: widths[h])
+    s = [(radius + 1) // m] * m
+    for h in order[: (radius + 1) % m]:
+        s[h] += 1
+    return tuple(x - 1 for x in s)
+
+
+@lru_cache(maxsize=None)
+def _flip_masks(bits: int, nflip: int) -> np.ndarray:
+    """All ``bits``-bit masks with at most ``nflip`` bits set (0 first)."""
     masks = [0]
     for k in range(1, nflip + 1):
-        masks += [sum(1 << b for b in bits) for bits in combinations(range(_SUB_BITS), k)]
+        masks += [sum(1 << b for b in c) for c in combinations(range(bits), k)]
     return np.array(masks, dtype=np.int64)
 
 
-_FLIPS = [_flip_masks(k) for k in range(_MAX_NFLIP + 1)]
-_SHIFTS = (np.arange(_N_TABLES) * _SUB_BITS).astype(np.uint64)
+def _argsort_keys(keys: np.ndarray) -> np.ndarray:
+    """Stable argsort of uint32 keys < 2**32 as two 16-bit LSD radix passes (numpy's stable
+    sort is a radix sort only for <= 16-bit types; ~10x faster than a merge sort here)."""
+    order = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
+    high = (keys >> 16).astype(np.uint16)
+    if not high.any():
+        return order
+    return order[np.argsort(high[order], kind="stable")]
 
 
 def _multi_arange(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
@@ -92,6 +120,11 @@ def _faiss_threads(n: int):
         faiss.omp_set_num_threads(old)
 
 
+def _empty3():
+    e = np.zeros(0, np.int64)
+    return e, e, e
+
+
 class HashIndex:
     """Exact Hamming-distance index over 64-bit codes (pHash / dHash) with int64 ids.
 
@@ -104,9 +137,12 @@ class HashIndex:
 
     Notes
     -----
-    Memory is about 8 (code) + 8 (id) + 8 (faiss copy) + 16 (tables) = 40 bytes per code:
-    ~400 MB at 10 M codes. Ids must be unique non-negative integers; codes may be given as
-    ``uint64`` or as the catalog's signed ``int64`` (same bits).
+    Memory is about 8 (code) + 8 (id) + 8 (faiss copy) + 12-16 (tables) = 36-40 bytes per
+    code, plus 34 MB of bucket offsets from 2**18 codes on: ~400 MB at 10 M codes (measured
+    RSS growth 452 MB including build temporaries). Ids must be unique non-negative integers;
+    codes may be given as ``uint64`` or as the catalog's signed ``int64`` (same bits).
+    Searches may rebuild the tables, so one index must not be searched from several threads
+    while it is being added to (concurrent searches after :meth:`build` are fine).
 
     Example
     -------
@@ -126,8 +162,11 @@ class HashIndex:
         self._flat = faiss.IndexBinaryFlat(64)
         # multi-index tables over self._codes[:self._n_indexed]
         self._n_indexed = 0
-        self._orders = np.zeros(0, np.int32)  # (4 * n_indexed,) positions, table by table
-        self._offsets = np.zeros((_N_TABLES, (1 << _SUB_BITS) + 1), np.int64)  # bucket bounds
+        self._widths: tuple[int, ...] = _layout(0)
+        self._orders = np.zeros(0, np.int32)  # (m * n_indexed,) positions, table after table
+        self._offsets = np.zeros(0, np.int64)  # dense bucket bounds of all tables, concatenated
+        self._tbase = np.zeros(0, np.int64)  # where each table's offsets start
+        self._bounds = np.zeros((0, 2), np.int64)
         self._sorted_ids = np.zeros(0, np.int64)  # ids of the indexed part, sorted (dup check)
 
     # ------------------------------------------------------------------ basics
@@ -189,6 +228,13 @@ class HashIndex:
         self._flat.add(np.ascontiguousarray(codes).view(np.uint8).reshape(-1, 8))
         self._n = n_new
 
+    def build(self) -> HashIndex:
+        """Build the multi-index tables now (otherwise done lazily by the first search that
+        needs them, e.g. right after :meth:`load`). Returns ``self``."""
+        if self._tail_len():
+            self._build()
+        return self
+
     def _existing(self, ids: np.ndarray) -> np.ndarray:
         found = []
         if self._sorted_ids.size:
@@ -212,18 +258,30 @@ class HashIndex:
             self._build()
 
     def _build(self) -> None:
-        codes = self._codes[: self._n]
         n = self._n
-        # all 4 tables in one array: table h holds positions sorted by substring h, at [h*n, (h+1)*n)
-        orders = np.empty(_N_TABLES * n, np.int32 if n < 2**31 else np.int64)
-        offsets = np.empty((_N_TABLES, (1 << _SUB_BITS) + 1), np.int64)
-        for h in range(_N_TABLES):
-            keys = ((codes >> np.uint64(_SUB_BITS * h)) & _SUB_MASK).astype(np.uint16)
-            orders[h * n : (h + 1) * n] = np.argsort(keys, kind="stable")  # radix sort for uint16
-            offsets[h, 0] = h * n
-            np.cumsum(np.bincount(keys, minlength=1 << _SUB_BITS), out=offsets[h, 1:])
-            offsets[h, 1:] += h * n
-        self._orders, self._offsets = orders, offsets
+        codes = self._codes[:n]
+        widths = _layout(n)
+        m = len(widths)
+        idx_dtype = np.int32 if m * n < 2**31 else np.int64
+        orders = np.empty(m * n, idx_dtype)
+        sizes = np.array([(1 << w) + 1 for w in widths])
+        tbase = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        offsets = np.empty(int(sizes.sum()), idx_dtype)
+        shift = 0
+        for h, w in enumerate(widths):
+            keys = ((codes >> np.uint64(shift)) & np.uint64((1 << w) - 1)).astype(np.uint32)
+            orders[h * n : (h + 1) * n] = _argsort_keys(keys)
+            o = offsets[tbase[h] : tbase[h] + sizes[h]]
+            o[0] = h * n
+            np.cumsum(np.bincount(keys, minlength=1 << w), out=o[1:])
+            o[1:] += h * n
+            shift += w
+        self._widths, self._orders, self._offsets, self._tbase = widths, orders, offsets, tbase
+        # (start, end) of bucket k is bounds[k]: a strided view, no copy
+        step = offsets.itemsize
+        self._bounds = np.lib.stride_tricks.as_strided(
+            offsets, shape=(offsets.size - 1, 2), strides=(step, step), writeable=False
+        )
         self._sorted_ids = np.sort(self._ids[:n])
         self._n_indexed = n
 
@@ -279,68 +337,107 @@ class HashIndex:
         return qi[order], ids[order], dist[order]
 
     def _radius_raw(self, q: np.ndarray, radius: int):
-        """(query index, stored position, distance) triples of all hits, unordered."""
-        nflip = radius // _N_TABLES
-        if radius >= 64 or nflip > _MAX_NFLIP:
+        """(query index, stored position, distance) of all hits, unordered."""
+        if radius >= 64:
             return self._flat_range(q, radius)
         self._maybe_rebuild(q.size)
-        parts = [self._mih(q, radius, nflip)] if self._n_indexed else []
-        if parts and parts[0] is None:  # buckets too full: a linear scan is cheaper
-            return self._flat_range(q, radius)
-        if self._tail_len():
+        parts = []
+        rest = np.arange(q.size)  # queries not answered by the tables
+        if self._n_indexed:
+            budgets = _budgets(self._widths, radius)
+            if max(budgets) > _MAX_NFLIP:
+                return self._flat_range(q, radius)
+            qi, pos, d, rest = self._mih(q, radius, budgets)
+            parts.append((qi, pos, d))
+            if self._tail_len():
+                done = np.ones(q.size, bool)
+                done[rest] = False
+                sel = np.flatnonzero(done)
+                tq, tp, td = self._scan_tail(q[sel], radius)
+                parts.append((sel[tq], tp, td))
+        elif self._tail_len():  # nothing indexed yet: the whole (small) index is the tail
             parts.append(self._scan_tail(q, radius))
-        qi, pos, dist = (np.concatenate(a) for a in zip(*parts))
-        return qi, pos, dist
+            rest = rest[:0]
+        if rest.size:  # tables would touch most of the data: exhaustive scan (covers the tail)
+            fq, fp, fd = self._flat_range(q[rest], radius)
+            parts.append((rest[fq], fp, fd))
+        if not parts:
+            return _empty3()
+        if len(parts) == 1:
+            return parts[0]
+        return tuple(np.concatenate(a) for a in zip(*parts))
 
-    def _mih(self, q: np.ndarray, radius: int, nflip: int):
-        flips = _FLIPS[nflip]
-        nq, n_probe = q.size, flips.size
-        # bucket [start, end) in self._orders for every (query, table, probe)
-        keys = ((q[:, None] >> _SHIFTS[None, :]) & _SUB_MASK).astype(np.int64)  # (nq, tables)
-        probes = keys[:, :, None] ^ flips[None, None, :]  # (nq, tables, probes)
-        table = np.arange(_N_TABLES)[None, :, None]
-        starts = self._offsets[table, probes]
-        lens = self._offsets[table, probes + 1] - starts
-        per_query = lens.reshape(nq, -1).sum(axis=1)
-        if self._n_indexed > 4096 and per_query.sum() > 0.5 * nq * self._n_indexed:
-            return None  # the buckets cover most of the data: a linear scan is cheaper
+    def _probes(self, budgets: tuple[int, ...]):
+        """Per probe: table and key xor-mask ((P,) arrays); per table: shift and mask."""
+        table, flips = [], []
+        for h, (w, t) in enumerate(zip(self._widths, budgets)):
+            if t >= 0:
+                f = _flip_masks(w, t)
+                table.append(np.full(f.size, h))
+                flips.append(f)
+        table, flips = np.concatenate(table), np.concatenate(flips)
+        shifts = np.concatenate([[0], np.cumsum(self._widths)[:-1]]).astype(np.uint64)
+        masks = np.array([(1 << w) - 1 for w in self._widths], np.uint64)
+        return table, flips, shifts, masks
 
-        probe_table = np.broadcast_to(np.arange(_N_TABLES)[:, None], (_N_TABLES, n_probe)).ravel()
-        out_q, out_p, out_d = [], [], []
-        csum = np.cumsum(per_query)
-        lo = 0
-        while lo < nq:
-            # largest chunk [lo, hi) whose candidate count fits the budget (at least 1 query)
-            base = csum[lo - 1] if lo else 0
-            hi = int(np.searchsorted(csum, base + _CHUNK_CANDIDATES, side="right"))
-            hi = min(nq, max(hi, lo + 1))
-            ln = lens[lo:hi].ravel()
-            cand = self._orders[_multi_arange(starts[lo:hi].ravel(), ln)]
-            if hi - lo == 1:
-                cq = np.full(cand.size, lo, np.int64)
-            else:
-                cq = np.repeat(np.arange(lo, hi, dtype=np.int64), _N_TABLES * n_probe)
-                cq = np.repeat(cq, ln)
-            x = self._codes[cand] ^ q[cq]
-            d = np.bitwise_count(x)
-            keep = np.flatnonzero(d <= radius)
-            # A hit is reported by every table whose substring is within nflip; keep the copy
-            # from the first such table only.
-            x = x[keep]
-            found_in = np.tile(probe_table, hi - lo).repeat(ln)[keep]
-            sub_close = np.bitwise_count((x[:, None] >> _SHIFTS[None, :]) & _SUB_MASK) <= nflip
-            first = np.argmax(sub_close, axis=1)
-            keep = keep[first == found_in]
-            out_q.append(cq[keep])
-            out_p.append(cand[keep].astype(np.int64))
-            out_d.append(d[keep].astype(np.int64))
-            lo = hi
-        if len(out_q) == 1:
-            return out_q[0], out_p[0], out_d[0]
-        return np.concatenate(out_q), np.concatenate(out_p), np.concatenate(out_d)
+    def _mih(self, q: np.ndarray, radius: int, budgets: tuple[int, ...]):
+        """Multi-index search of the indexed part. Returns hits and the queries left for a
+        linear scan (their buckets were too full to pay off)."""
+        p_table, p_flip, shifts, masks = self._probes(budgets)
+        t = np.array(budgets)
+        n_probe = p_flip.size
+        keys = ((q[:, None] >> shifts[None, :]) & masks[None, :]).astype(np.int64)  # (nq, m)
+        base = self._tbase[p_table]  # (P,) where each probe's table offsets start
+        out_q, out_p, out_d, rest = [], [], [], []
+        block = max(1, _CHUNK_PROBES // n_probe)
+        for b0 in range(0, q.size, block):
+            b1 = min(q.size, b0 + block)
+            probes = (keys[b0:b1, p_table] ^ p_flip[None, :]) + base[None, :]  # (nb, P)
+            bounds = self._bounds[probes]  # (nb, P, 2): one random access per probe
+            starts = bounds[..., 0].astype(np.int64)
+            lens = bounds[..., 1] - starts
+            per_query = lens.sum(axis=1)
+            scan = _SCAN_COST * (per_query + n_probe) > self._n_indexed
+            if scan.any():
+                rest.append(np.flatnonzero(scan) + b0)
+                lens[scan] = 0
+                per_query[scan] = 0
+            # only non-empty buckets matter (most are empty with 21-bit substrings)
+            seg = np.flatnonzero(lens.ravel())
+            seg_start, seg_len = starts.ravel()[seg], lens.ravel()[seg]
+            seg_q = seg // n_probe + b0
+            seg_table = p_table[seg % n_probe]
+            seg_end = np.cumsum(seg_len)
+            lo = 0
+            while lo < seg.size:  # candidate chunks bounded by _CHUNK_CANDIDATES
+                base_c = seg_end[lo - 1] if lo else 0
+                hi = int(np.searchsorted(seg_end, base_c + _CHUNK_CANDIDATES, side="right"))
+                hi = min(seg.size, max(hi, lo + 1))
+                ln = seg_len[lo:hi]
+                cand = self._orders[_multi_arange(seg_start[lo:hi], ln)]
+                x = self._codes[cand] ^ np.repeat(q[seg_q[lo:hi]], ln)
+                d = np.bitwise_count(x)
+                keep = np.flatnonzero(d <= radius)
+                # which segment (query, table) each surviving candidate came from
+                s_of = np.searchsorted(np.cumsum(ln), keep, side="right") + lo
+                x = x[keep]
+                # a hit appears once per table whose substring is within budget: keep the first
+                close = np.bitwise_count((x[:, None] >> shifts[None, :]) & masks[None, :]) <= t
+                first = np.argmax(close, axis=1)
+                ok = first == seg_table[s_of]
+                out_q.append(seg_q[s_of[ok]])
+                out_p.append(cand[keep[ok]].astype(np.int64))
+                out_d.append(d[keep[ok]].astype(np.int64))
+                lo = hi
+        rest = np.concatenate(rest) if rest else np.zeros(0, np.int64)
+        if not out_q:
+            return (*_empty3(), rest)
+        return np.concatenate(out_q), np.concatenate(out_p), np.concatenate(out_d), rest
 
     def _scan_tail(self, q: np.ndarray, radius: int):
         tail = self._codes[self._n_indexed : self._n]
+        if q.size == 0 or tail.size == 0:
+            return _empty3()
         out_q, out_p, out_d = [], [], []
         step = max(1, (1 << 22) // max(1, tail.size))
         for lo in range(0, q.size, step):
@@ -352,7 +449,9 @@ class HashIndex:
         return np.concatenate(out_q), np.concatenate(out_p), np.concatenate(out_d)
 
     def _flat_range(self, q: np.ndarray, radius: int):
-        xq = q.view(np.uint8).reshape(-1, 8)
+        if q.size == 0:
+            return _empty3()
+        xq = np.ascontiguousarray(q).view(np.uint8).reshape(-1, 8)
         with _faiss_threads(1 if q.size == 1 else self.n_threads):
             lims, d, pos = self._flat.range_search(xq, min(radius, 64) + 1)  # faiss: d < radius
         qi = np.repeat(np.arange(q.size, dtype=np.int64), np.diff(lims.astype(np.int64)))
