@@ -12,7 +12,12 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Re-install only when the dependency list changes.
+# torch first and pinned: 2.13.0 is the CPU build on this machine's wheel cache (an unpinned
+# torch pulls a multi-GB CUDA build). rapidocr without its deps: it requires opencv-python,
+# which would clash with opencv-python-headless (same cv2 module); its other deps are ours.
 $(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet --no-deps rapidocr-onnxruntime==1.4.4
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

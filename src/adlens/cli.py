@@ -22,8 +22,10 @@ from adlens.errors import AdlensError
 app = typer.Typer(help="adlens — ad-creative intelligence engine.", no_args_is_help=True, add_completion=False)
 ingest_app = typer.Typer(help="Add ads, articles or products to the workspace.", no_args_is_help=True)
 dedup_app = typer.Typer(help="Find duplicate creatives (ledger or plain folder).", no_args_is_help=True)
+evaluate_app = typer.Typer(help="Evaluate a capability on labelled data.", no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(dedup_app, name="dedup")
+app.add_typer(evaluate_app, name="evaluate")
 
 console = Console(stderr=True)
 out = Console()
@@ -298,6 +300,16 @@ def status(workspace: Path = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
     _summary_table(f"workspace {ws.root}", counts)
     for r in runs:
         out.print(f"{r['started_at']:%Y-%m-%d %H:%M} {r['run_id']} {r['status']}")
+
+
+def _register_plugins() -> None:
+    # capability modules add their own commands; imported here so `adlens --help` lists them
+    from adlens import cli_similar
+
+    cli_similar.register(app, evaluate_app)
+
+
+_register_plugins()
 
 
 def main() -> None:  # pragma: no cover

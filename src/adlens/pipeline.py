@@ -97,6 +97,43 @@ def report_dedup(ctx: RunContext, section: dict, max_groups: int = 60) -> dict:
     return {"groups_shown": shown}
 
 
+def stage_embed(ctx: RunContext) -> dict:
+    """Image embeddings of ads and products, text embeddings of ad copy and articles."""
+    from adlens.embed.base import get_embedder
+    from adlens.embed.jobs import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, embed_workspace
+
+    image, text = get_embedder(DEFAULT_IMAGE_MODEL), get_embedder(DEFAULT_TEXT_MODEL)
+    jobs = [("ads", image), ("products", image), ("ads", text), ("articles", text)]
+    return {"jobs": [embed_workspace(ctx.ws, kind, emb, progress=ctx.progress_for(f"embed {kind} ({emb.modality})")) for kind, emb in jobs]}
+
+
+def stage_similar(ctx: RunContext, n_queries: int = 8, k: int = 5) -> dict:
+    """Fit the learned similarity on the catalogue (if labelled) and recommend products for a few ads."""
+    from adlens.similar import fit_projection, load_projection, similar_products
+
+    with ctx.ws.engine.connect() as conn:
+        n_products = conn.execute(sa.select(sa.func.count()).select_from(schema.products)).scalar_one()
+        n_categories = conn.execute(sa.select(sa.func.count(sa.distinct(schema.products.c.category)))).scalar_one()
+        lg, c = schema.ledger, schema.creatives
+        ad_ids = [r[0] for r in conn.execute(
+            sa.select(c.c.ad_id).join(lg, lg.c.image_id == c.c.image_id)
+            .where(lg.c.canonical_id == lg.c.image_id).order_by(c.c.ad_id).limit(n_queries)
+        )]
+    if not n_products or not ad_ids:
+        return {"skipped": "needs ads and products in the workspace"}
+    fit = None
+    if n_categories >= 2 and load_projection(ctx.ws) is None:
+        fit = fit_projection(ctx.ws)
+    results = [similar_products(ctx.ws, ad_id, k=k) for ad_id in ad_ids]
+    return {"mode": results[0]["mode"], "fit": fit, "k": k, "queries": len(results), "results": results}
+
+
+def report_similar(ctx: RunContext, section: dict) -> dict:
+    from adlens.similar import similar_report_rows
+
+    return {"rows": similar_report_rows(ctx.ws, section.get("results", []))}
+
+
 @dataclass(frozen=True)
 class Stage:
     """A pipeline stage: ``run`` returns the stage's section of the run summary; ``report``
@@ -111,6 +148,8 @@ class Stage:
 STAGES: list[Stage] = [
     Stage("ingest", stage_ingest),
     Stage("dedup", stage_dedup, report_dedup, summary_exclude=("group_list",)),
+    Stage("embed", stage_embed),
+    Stage("similar", stage_similar, report_similar),
 ]
 
 

@@ -42,6 +42,18 @@ class Workspace:
     def reports(self) -> Path:
         return self.root / "reports"
 
+    @property
+    def embeddings(self):
+        """Vectors per (content hash, model id), in Parquet under ``artifacts/embeddings``."""
+        from adlens.store.embeddings import EmbeddingStore
+
+        return EmbeddingStore(self.artifacts / "embeddings")
+
+    @property
+    def models_dir(self) -> Path:
+        """Exported model files (e.g. ONNX graphs) and fitted models of this workspace."""
+        return self.artifacts / "models"
+
     def ledger(self, **rule):
         """The dedup ledger of this workspace (``rule``: phash_radius, dhash_radius)."""
         from adlens.store.ledger import Ledger

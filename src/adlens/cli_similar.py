@@ -1,0 +1,116 @@
+"""CLI commands for embeddings and similar products (registered by ``adlens.cli``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
+    from adlens.cli import JsonOpt, WorkspaceOpt, _fail, _print_json, _progress, _workspace, out
+    from adlens.errors import AdlensError
+
+    @app.command()
+    def embed(
+        kind: str = typer.Argument("all", help="ads | articles | products | all"),
+        model: str = typer.Option(None, help="Embedder name (see `adlens models`); default per kind."),
+        workspace: Path = WorkspaceOpt,
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Compute missing image/text embeddings (stored per content hash and model; resumable)."""
+        from adlens.embed.base import get_embedder
+        from adlens.embed.jobs import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, KINDS, embed_workspace
+
+        jobs = []
+        for k in (KINDS if kind == "all" else [kind]):
+            if model:
+                jobs.append((k, model))
+            else:
+                jobs += [(k, DEFAULT_TEXT_MODEL)] if k == "articles" else [(k, DEFAULT_IMAGE_MODEL), (k, DEFAULT_TEXT_MODEL)]
+        results = []
+        try:
+            with _workspace(workspace) as ws, _progress(not as_json) as factory:
+                for k, name in jobs:
+                    results.append(embed_workspace(ws, k, get_embedder(name), progress=factory(f"embed {k} ({name})")))
+        except AdlensError as e:
+            _fail(e)
+        if as_json:
+            _print_json(results)
+            return
+        for r in results:
+            out.print(f"{r['kind']:9s} {r['model_id']}: {r['computed']} computed, {r['cached']} cached, {len(r['failed'])} failed")
+
+    @app.command()
+    def similar(
+        query: str = typer.Argument(..., help="An ad_id in the workspace, or an image file."),
+        k: int = typer.Option(10, "--k", help="Number of products."),
+        category: str = typer.Option(None, help="Only products of this category."),
+        mode: str = typer.Option("auto", help="auto | learned | raw"),
+        report: Path = typer.Option(None, "--report", help="Write an HTML page with the ad and its products."),
+        workspace: Path = WorkspaceOpt,
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Products that look like the product in an ad (cosine top-k)."""
+        from adlens.similar import similar_products, write_similar_report
+
+        try:
+            with _workspace(workspace) as ws:
+                result = similar_products(ws, query, k=k, category=category, mode=mode)
+                if report:
+                    write_similar_report(ws, [result], report)
+        except AdlensError as e:
+            _fail(e)
+        if as_json:
+            _print_json(result)
+            return
+        out.print(f"{result['mode']} similarity ({result['model_id']}) for {query}:")
+        for r in result["results"]:
+            out.print(f"  {r['score']:.3f}  {r['product_id']}  [{r['category']}] {r['title'] or ''}  {r['url'] or ''}")
+        if report:
+            out.print(f"report: {report}")
+
+    @app.command("similar-fit")
+    def similar_fit(
+        method: str = typer.Option("mlp", help="mlp | linear | lda"),
+        seed: int = typer.Option(0, help="Random seed."),
+        workspace: Path = WorkspaceOpt,
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Learn a similarity from the catalogue's own categories (used by `similar` from then on)."""
+        from adlens.similar import fit_projection
+
+        try:
+            with _workspace(workspace) as ws, _progress(not as_json) as factory:
+                result = fit_projection(ws, method=method, random_state=seed, progress=factory("embed products"))
+        except AdlensError as e:
+            _fail(e)
+        _print_json(result) if as_json else out.print(
+            f"learned similarity fitted on {result['products']} products, {result['categories']} categories -> {result['path']}"
+        )
+
+    @evaluate_app.command("similar")
+    def evaluate_similar_cmd(
+        test_manifest: Path = typer.Argument(..., help="CSV/JSONL with path and category (or label)."),
+        train: Path = typer.Option(None, "--train", help="Catalogue to fit the learned similarity on."),
+        k: int = typer.Option(10, "--k"),
+        method: str = typer.Option("mlp", help="Learned similarity: mlp | linear | lda"),
+        seed: int = typer.Option(0),
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Seed 001's evaluation (label-match AUC, precision/recall@k) with baselines."""
+        from adlens.similar import evaluate_similar
+
+        try:
+            with _progress(not as_json) as factory:
+                result = evaluate_similar(test_manifest, train, k=k, method=method, random_state=seed,
+                                          progress=factory("embed test"))
+        except AdlensError as e:
+            _fail(e)
+        if as_json:
+            _print_json(result)
+            return
+        out.print(f"{'method':18s} {'AUC':>6s} {'P@k':>6s} {'R@k':>6s}")
+        for name, m in result["methods"].items():
+            out.print(f"{name:18s} {m['auc']:6.3f} {m['precision']:6.3f} {m['recall']:6.3f}")
+        out.print(f"{result['queries']} queries, {len(result['rejected'])} rejected")

@@ -1,0 +1,125 @@
+"""Embedding jobs over a workspace: compute what is missing, store it, resumable.
+
+``embed_workspace(ws, "ads")`` embeds every ad image (and, for text models, every ad copy /
+article text) that has no vector yet for the chosen model; vectors go to the workspace's
+:class:`~adlens.store.embeddings.EmbeddingStore` one batch at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+
+from adlens.embed.base import Embedder, get_embedder
+from adlens.errors import InvalidInput
+from adlens.ingest.validate import load_image
+from adlens.store import schema
+from adlens.store.embeddings import EmbeddingStore
+from adlens.workspace import Workspace
+
+KINDS = ("ads", "articles", "products")
+DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
+DEFAULT_TEXT_MODEL = "minilm"
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def image_shas(ws: Workspace, kind: str) -> list[str]:
+    """Distinct image sha256s of the ads or products in the catalog, in id order."""
+    table = {"ads": schema.creatives, "products": schema.products}[kind]
+    im = schema.images
+    with ws.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(im.c.sha256).join(table, table.c.image_id == im.c.id).group_by(im.c.id, im.c.sha256).order_by(im.c.id)
+        ).all()
+    return [r[0] for r in rows]
+
+
+def texts(ws: Workspace, kind: str) -> list[str]:
+    """Distinct non-empty texts: ad copy for ads, body (title + text) for articles."""
+    with ws.engine.connect() as conn:
+        if kind == "ads":
+            rows = conn.execute(sa.select(schema.creatives.c.text).where(schema.creatives.c.text.is_not(None))).all()
+            values = [r[0] for r in rows]
+        elif kind == "articles":
+            a = schema.articles
+            values = [article_text(t, x) for t, x in conn.execute(sa.select(a.c.title, a.c.text)).all()]
+        else:
+            p = schema.products
+            values = [r[0] for r in conn.execute(sa.select(p.c.title).where(p.c.title.is_not(None))).all()]
+    return list(dict.fromkeys(v for v in values if v and v.strip()))
+
+
+def article_text(title: str | None, text: str) -> str:
+    return f"{title}\n\n{text}" if title else text
+
+
+def embed_workspace(
+    ws: Workspace,
+    kind: str,
+    embedder: Embedder | None = None,
+    batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Embed what is missing for ``kind`` (ads | articles | products) with ``embedder``.
+
+    Image models embed the ad/product images; text models embed ad copy, article text or
+    product titles. Returns counts: ``{"model_id", "kind", "total", "computed", "cached", "failed"}``.
+    """
+    if kind not in KINDS:
+        raise InvalidInput(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if embedder is None:
+        embedder = get_embedder(DEFAULT_TEXT_MODEL if kind == "articles" else DEFAULT_IMAGE_MODEL)
+    store = ws.embeddings
+    is_image = getattr(embedder, "modality", "image") == "image"
+    if is_image and kind == "articles":
+        raise InvalidInput("articles have no images; use a text embedder")
+    if is_image:
+        keys = image_shas(ws, kind)
+        values = {k: k for k in keys}
+    else:
+        vals = texts(ws, kind)
+        values = {text_key(v): v for v in vals}
+        keys = list(values)
+    todo = store.missing(embedder.model_id, kind, keys)
+    failed: list[dict] = []
+    done = 0
+    for s in range(0, len(todo), batch_size):
+        chunk = todo[s : s + batch_size]
+        if is_image and hasattr(embedder, "embed_files"):
+            # the embedder's own pipeline decodes in threads while the previous batch runs
+            res = embedder.embed_files([ws.blobs.path_for(sha) for sha in chunk])
+            ok_keys, vectors = [chunk[i] for i in res.ok], res.vectors
+            failed += [{"key": Path(p).name, "reason": r} for p, r in res.errors]
+        elif is_image:
+            ok_keys, images = [], []
+            for sha in chunk:
+                try:
+                    _, rgb = load_image(ws.blobs.get(sha), sha, ws.settings.max_image_pixels)
+                    images.append(rgb)
+                    ok_keys.append(sha)
+                except (InvalidInput, OSError) as e:
+                    failed.append({"key": sha, "reason": str(e)})
+            vectors = embedder.embed_images(images) if images else np.zeros((0, embedder.dim), np.float32)
+        else:
+            ok_keys = chunk
+            vectors = embedder.embed_texts([values[k] for k in chunk])
+        store.put(embedder.model_id, kind, ok_keys, vectors)
+        done += len(chunk)
+        if progress:
+            progress(done, len(todo))
+    return {
+        "model_id": embedder.model_id,
+        "kind": kind,
+        "total": len(keys),
+        "computed": len(todo) - len(failed),
+        "cached": len(keys) - len(todo),
+        "failed": failed,
+    }
+

@@ -1,0 +1,273 @@
+"""Visually similar products for an ad (seed 001): embeddings + cosine top-k, with evaluation.
+
+Two similarity modes:
+
+- ``raw``: cosine of the image embeddings (ImageNet EfficientNet-Lite0 features);
+- ``learned`` (default once fitted): a :class:`~adlens.embed.projection.CatalogProjection` fitted
+  on the workspace catalogue's own categories (``adlens similar fit``), applied to products and
+  ads it never saw.
+
+The product index is an artifact built from stored embeddings; it is rebuilt whenever the set
+of products, the model or the projection changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+
+from adlens.embed.base import Embedder, get_embedder
+from adlens.embed.jobs import DEFAULT_IMAGE_MODEL, embed_workspace
+from adlens.embed.projection import CatalogProjection
+from adlens.errors import InvalidInput
+from adlens.index.vector import VectorIndex
+from adlens.ingest.validate import load_image, read_file
+from adlens.store import schema
+from adlens.store.embeddings import model_slug
+from adlens.workspace import Workspace
+
+PROJECTION_FILE = "catalog_projection.npz"
+
+
+def _products(ws: Workspace) -> list[dict]:
+    p, im = schema.products, schema.images
+    with ws.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(p.c.product_id, p.c.title, p.c.category, p.c.url, p.c.source_path, im.c.sha256)
+            .join(im, im.c.id == p.c.image_id)
+            .order_by(p.c.product_id)
+        ).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def projection_path(ws: Workspace) -> Path:
+    return ws.models_dir / PROJECTION_FILE
+
+
+def load_projection(ws: Workspace) -> CatalogProjection | None:
+    path = projection_path(ws)
+    return CatalogProjection.load(path) if path.exists() else None
+
+
+def fit_projection(ws: Workspace, embedder: Embedder | None = None, method: str = "mlp", random_state: int = 0,
+                   progress=None) -> dict:
+    """Fit the learned similarity on the workspace's labelled products; saved in the workspace."""
+    embedder = embedder or get_embedder(DEFAULT_IMAGE_MODEL)
+    embed_workspace(ws, "products", embedder, progress=progress)
+    products = [p for p in _products(ws) if p["category"]]
+    labels = np.array([p["category"] for p in products])
+    if len(set(labels.tolist())) < 2:
+        raise InvalidInput("fitting needs products of at least 2 categories (the `category` column)")
+    X = ws.embeddings.get(embedder.model_id, "products", [p["sha256"] for p in products])
+    proj = CatalogProjection(method=method, random_state=random_state).fit(X, labels)
+    path = projection_path(ws)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    proj.save(path)
+    return {"products": len(products), "categories": int(len(proj.classes_)), "method": method,
+            "model_id": embedder.model_id, "path": str(path)}
+
+
+def _index_dir(ws: Workspace, model_id: str, proj: CatalogProjection | None, products: list[dict]) -> Path:
+    ident = hashlib.sha256(
+        json.dumps([p["product_id"] + p["sha256"] + (p["category"] or "") for p in products]).encode()
+    ).hexdigest()[:12]
+    proj_tag = "raw" if proj is None else "learned-" + hashlib.sha256(projection_path(ws).read_bytes()).hexdigest()[:8]
+    return ws.artifacts / "index" / f"products-{model_slug(model_id)}-{proj_tag}-{ident}"
+
+
+def product_index(ws: Workspace, embedder: Embedder, proj: CatalogProjection | None, progress=None):
+    """The (cached) index of every product; returns ``(index, products)`` with ids = positions."""
+    embed_workspace(ws, "products", embedder, progress=progress)
+    products = _products(ws)
+    if not products:
+        raise InvalidInput("the workspace has no products; run `adlens ingest products PATH` first")
+    directory = _index_dir(ws, embedder.model_id, proj, products)
+    if directory.exists():
+        try:
+            return VectorIndex.load(directory), products
+        except Exception:  # a partial artifact (crash while saving) is simply rebuilt
+            pass
+    X = ws.embeddings.get(embedder.model_id, "products", [p["sha256"] for p in products])
+    if proj is not None:
+        X = proj.transform(X)
+    index = VectorIndex(dim=X.shape[1])
+    index.add(X, ids=np.arange(len(products)), metadata={"category": np.array([p["category"] or "" for p in products])})
+    index.save(directory)
+    return index, products
+
+
+def _query_vector(ws: Workspace, query: str, embedder: Embedder) -> tuple[np.ndarray, dict]:
+    c, im = schema.creatives, schema.images
+    with ws.engine.connect() as conn:
+        row = conn.execute(
+            sa.select(c.c.ad_id, c.c.source_path, im.c.sha256).join(im, im.c.id == c.c.image_id).where(c.c.ad_id == query)
+        ).first()
+    if row is not None:
+        data = ws.blobs.get(row.sha256)
+        info = {"ad_id": row.ad_id, "path": row.source_path, "sha256": row.sha256}
+    elif Path(query).is_file():
+        data = read_file(query, ws.settings.max_file_bytes)
+        info = {"ad_id": None, "path": str(query), "sha256": hashlib.sha256(data).hexdigest()}
+    else:
+        raise InvalidInput(f"{query}: neither an ad_id in the workspace nor an image file")
+    _, rgb = load_image(data, query, ws.settings.max_image_pixels)
+    return embedder.embed_images([rgb])[0], info
+
+
+def similar_products(
+    ws: Workspace,
+    query: str,
+    k: int = 10,
+    category: str | None = None,
+    mode: str = "auto",
+    embedder: Embedder | None = None,
+) -> dict:
+    """Top-``k`` products for an ad id or an image file.
+
+    ``mode``: ``auto`` (learned if a projection was fitted, else raw), ``learned`` or ``raw``.
+    Returns ``{"query": {...}, "mode", "model_id", "results": [{"product_id", "title",
+    "category", "url", "path", "score"}]}`` with scores = cosine similarity, best first.
+    """
+    if k < 1:
+        raise InvalidInput(f"k must be >= 1, got {k}")
+    embedder = embedder or get_embedder(DEFAULT_IMAGE_MODEL)
+    proj = None if mode == "raw" else load_projection(ws)
+    if mode == "learned" and proj is None:
+        raise InvalidInput("no learned similarity in this workspace; run `adlens similar fit` first")
+    index, products = product_index(ws, embedder, proj)
+    q, info = _query_vector(ws, query, embedder)
+    if proj is not None:
+        q = proj.transform(q[None])[0]
+    flt = {"category": category} if category else None
+    scores, ids = index.search(q[None].astype(np.float32), k=min(k, len(products)), filter=flt)
+    results = []
+    for s, i in zip(scores[0], ids[0]):
+        if i < 0:
+            continue
+        p = products[int(i)]
+        results.append({"product_id": p["product_id"], "title": p["title"], "category": p["category"],
+                        "url": p["url"], "path": p["source_path"], "sha256": p["sha256"], "score": float(s)})
+    return {"query": info, "mode": "raw" if proj is None else "learned", "model_id": embedder.model_id,
+            "results": results}
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def read_labelled_manifest(path: Path | str) -> tuple[list[Path], list[str], list[dict]]:
+    """``(paths, labels, rejected)`` from a CSV/JSONL with ``path`` and ``category`` (or ``label``)."""
+    from adlens.ingest.manifest import clean_str, read_rows, resolve_path
+    from adlens.types import Rejection
+
+    paths, labels, rejected = [], [], []
+    for loc, row in read_rows(Path(path)):
+        if isinstance(row, Rejection):
+            rejected.append({"path": row.path, "reason": row.reason})
+            continue
+        p, label = clean_str(row.get("path")), clean_str(row.get("category") or row.get("label"))
+        if not p or not label:
+            rejected.append({"path": loc, "reason": "needs both 'path' and 'category' (or 'label')"})
+            continue
+        paths.append(resolve_path(Path(path), p))
+        labels.append(label)
+    return paths, labels, rejected
+
+
+def colour_histogram(rgb: np.ndarray, bins: int = 8) -> np.ndarray:
+    """Joint RGB histogram (bins^3), L2-normalised: the classic colour baseline."""
+    q = (rgb.reshape(-1, 3).astype(np.int64) * bins) // 256
+    h = np.bincount((q[:, 0] * bins + q[:, 1]) * bins + q[:, 2], minlength=bins**3).astype(np.float32)
+    return h / (np.linalg.norm(h) + 1e-12)
+
+
+def evaluate_similar(
+    test_manifest: Path | str,
+    train_manifest: Path | str | None = None,
+    k: int = 10,
+    embedder: Embedder | None = None,
+    method: str = "mlp",
+    random_state: int = 0,
+    progress=None,
+) -> dict:
+    """Seed 001's evaluation on a labelled catalogue, with baselines from the same run.
+
+    AUC: cosine similarity separating same-label from different-label pairs of the test
+    catalogue; precision/recall@k: leave-one-out retrieval within it. Methods: ``random``,
+    ``colour_histogram``, ``phash`` (Hamming), ``raw_embedding`` and, with ``train_manifest``,
+    ``learned`` (a projection fitted on the train catalogue only). The headline numbers are the
+    best available method (``learned`` if trained, else ``raw_embedding``).
+    """
+    from adlens.dedup.hashing import hash_image
+    from adlens.embed.evaluate import evaluate_embeddings
+
+    embedder = embedder or get_embedder(DEFAULT_IMAGE_MODEL)
+    paths, labels, rejected = read_labelled_manifest(test_manifest)
+    if not paths:
+        raise InvalidInput(f"{test_manifest}: no usable rows")
+    emb = embedder.embed_files(paths, progress=(lambda n: progress(n, len(paths))) if progress else None)
+    rejected += [{"path": p, "reason": r} for p, r in emb.errors]
+    y = np.asarray(labels)[emb.ok]
+    if len(set(y.tolist())) < 2:
+        raise InvalidInput("the test catalogue needs at least 2 labels")
+    hist, codes = [], []
+    for i in emb.ok:
+        _, rgb = load_image(read_file(paths[i]), str(paths[i]))
+        hist.append(colour_histogram(np.asarray(rgb.resize((128, 128)))))
+        codes.append(np.unpackbits(np.array([int(hash_image(rgb).phash[0])], ">u8").view(np.uint8)))
+    rng = np.random.default_rng(random_state)
+    methods = {
+        "random": evaluate_embeddings(rng.normal(size=(len(y), 64)).astype(np.float32), y, k),
+        "colour_histogram": evaluate_embeddings(np.stack(hist), y, k),
+        "phash": evaluate_embeddings(np.stack(codes), y, k, metric="hamming"),
+        "raw_embedding": evaluate_embeddings(emb.vectors, y, k),
+    }
+    best = "raw_embedding"
+    train_info = None
+    if train_manifest is not None:
+        tpaths, tlabels, trej = read_labelled_manifest(train_manifest)
+        temb = embedder.embed_files(tpaths)
+        ty = np.asarray(tlabels)[temb.ok]
+        proj = CatalogProjection(method=method, random_state=random_state).fit(temb.vectors, ty)
+        methods["learned"] = evaluate_embeddings(proj.transform(emb.vectors), y, k)
+        best = "learned"
+        train_info = {"items": int(len(ty)), "labels": int(len(set(ty.tolist()))),
+                      "rejected": trej + [{"path": p, "reason": r} for p, r in temb.errors]}
+    head = methods[best]
+    return {
+        "auc": head["auc"],
+        "precision_at_10" if k == 10 else f"precision_at_{k}": head["precision"],
+        "recall_at_10" if k == 10 else f"recall_at_{k}": head["recall"],
+        "queries": int(len(y)),
+        "method": best,
+        "model_id": embedder.model_id,
+        "methods": methods,
+        "train": train_info,
+        "rejected": rejected,
+    }
+
+
+# ---------------------------------------------------------------------------- reports
+
+
+def similar_report_rows(ws: Workspace, results: list[dict]) -> list[dict]:
+    """Thumbnails for each query and its products (for the standalone page and the run report)."""
+    from adlens.report import thumbnail_uri
+
+    rows = []
+    for r in results:
+        q = r["query"]
+        q_thumb = thumbnail_uri(ws.blobs.path_for(q["sha256"]) if ws.blobs.has(q["sha256"]) else q["path"])
+        prods = [{**p, "thumb": thumbnail_uri(ws.blobs.path_for(p["sha256"]), size=110)} for p in r["results"]]
+        rows.append({"query": q, "thumb": q_thumb, "products": prods, "mode": r["mode"]})
+    return rows
+
+
+def write_similar_report(ws: Workspace, results: list[dict], out_path: Path | str) -> Path:
+    from adlens import __version__
+    from adlens.report import render
+
+    return render("similar.html", out_path, version=__version__, rows=similar_report_rows(ws, results))
