@@ -206,6 +206,8 @@ def dedup_find_cmd(
     folder: Path = typer.Argument(..., help="Folder of images (recursive)."),
     report: Path = typer.Option(None, "--report", help="Write an HTML page with every group's thumbnails."),
     phash_radius: int = typer.Option(None, help="Max pHash Hamming distance (default: tuned value)."),
+    cascade: bool = typer.Option(False, "--cascade", help="Also find embedding duplicates hashes miss (crops, overlays)."),
+    threshold: float = typer.Option(None, help="Cosine threshold of the embedding cascade (default 0.95)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Deduplicate a plain folder, no workspace needed."""
@@ -213,7 +215,8 @@ def dedup_find_cmd(
 
     try:
         with _progress(not as_json) as factory:
-            result = find_duplicates(folder, phash_radius=phash_radius, progress=factory("hash"))
+            result = find_duplicates(folder, phash_radius=phash_radius, progress=factory("hash"),
+                                     cascade=cascade, cascade_threshold=threshold)
         if report:
             write_folder_report(result, report)
     except AdlensError as e:
@@ -227,6 +230,8 @@ def dedup_find_cmd(
             out.print(f"    duplicate {p}")
     for r in result["rejected"]:
         out.print(f"[red]rejected[/red] {r['path']}: {r['reason']}")
+    for a, b, cos in result.get("embedding_pairs", []):
+        out.print(f"[cyan]embedding duplicate[/cyan] (cosine {cos}): {a} ~ {b}")
     out.print(f"{len(result['groups'])} groups, {result['files_in_groups']} files in groups, {len(result['rejected'])} rejected")
     if report:
         out.print(f"report: {report}")

@@ -7,6 +7,8 @@ Config keys (all optional):
 - ``ADLENS_MAX_IMAGE_PIXELS``  images with more pixels are rejected as decompression bombs
 - ``ADLENS_MAX_FILE_BYTES``    files larger than this are rejected before decoding
 - ``ADLENS_WORKERS``       worker threads for decoding/hashing (default: number of CPUs)
+- ``ADLENS_DEDUP_CASCADE`` run the embedding dedup stage after hashing in ``adlens run`` (default true)
+- ``ADLENS_CASCADE_THRESHOLD``  cosine at or above which two ad images are embedding duplicates (0.95)
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = 50_000_000
     max_file_bytes: int = 50 * 1024 * 1024
     workers: int = max(1, os.cpu_count() or 1)
+    dedup_cascade: bool = True
+    cascade_threshold: float = 0.95
 
 
 def get_settings(**overrides) -> Settings:

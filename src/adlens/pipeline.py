@@ -107,6 +107,31 @@ def stage_embed(ctx: RunContext) -> dict:
     return {"jobs": [embed_workspace(ctx.ws, kind, emb, progress=ctx.progress_for(f"embed {kind} ({emb.modality})")) for kind, emb in jobs]}
 
 
+def stage_cascade(ctx: RunContext) -> dict:
+    """Embedding dedup over the ledger's ad images (switch: ADLENS_DEDUP_CASCADE)."""
+    from adlens.embed.base import get_embedder
+    from adlens.embed.jobs import DEFAULT_IMAGE_MODEL, image_shas
+
+    s = ctx.ws.settings
+    if not s.dedup_cascade:
+        return {"skipped": "embedding cascade switched off (ADLENS_DEDUP_CASCADE=false)"}
+    model_id = get_embedder(DEFAULT_IMAGE_MODEL).model_id
+    shas = image_shas(ctx.ws, "ads")
+    keys, vectors = ctx.ws.embeddings.load(model_id, "ads")
+    pos = {k: i for i, k in enumerate(keys)}
+    shas = [h for h in shas if h in pos]
+    im, c = schema.images, schema.creatives
+    with ctx.ws.engine.connect() as conn:
+        ids = dict(conn.execute(sa.select(im.c.sha256, im.c.id).where(im.c.sha256.in_(shas))).all())
+        ads = {}
+        for image_id, ad_id in conn.execute(sa.select(c.c.image_id, c.c.ad_id).order_by(c.c.ad_id)):
+            ads.setdefault(image_id, ad_id)
+    links = ctx.ws.ledger().link_by_embedding([ids[h] for h in shas], vectors[[pos[h] for h in shas]], s.cascade_threshold)
+    for link in links:
+        link["ad_a"], link["ad_b"] = ads.get(link["image_a"]), ads.get(link["image_b"])
+    return {"threshold": s.cascade_threshold, "images": len(shas), "new_links": len(links), "links": links}
+
+
 def stage_similar(ctx: RunContext, n_queries: int = 8, k: int = 5) -> dict:
     """Fit the learned similarity on the catalogue (if labelled) and recommend products for a few ads."""
     from adlens.similar import fit_projection, load_projection, similar_products
@@ -149,6 +174,7 @@ STAGES: list[Stage] = [
     Stage("ingest", stage_ingest),
     Stage("dedup", stage_dedup, report_dedup, summary_exclude=("group_list",)),
     Stage("embed", stage_embed),
+    Stage("cascade", stage_cascade),
     Stage("similar", stage_similar, report_similar),
 ]
 

@@ -42,11 +42,16 @@ def find_duplicates(
     dhash_radius: int | None = DEFAULT_DHASH_RADIUS,
     workers: int | None = None,
     progress=None,
+    cascade: bool = False,
+    cascade_threshold: float | None = None,
 ) -> dict:
     """Near-duplicate groups of the images under ``folder``.
 
     Returns ``{"root", "files", "images", "groups": [[path, ...], ...], "files_in_groups",
     "rejected": [{"path", "reason"}], "rule": {...}}``; paths are as found under ``folder``.
+    With ``cascade`` the images are also embedded and pairs with cosine >= ``cascade_threshold``
+    that hashes did not group are added, reported apart: ``"embedding_pairs": [[a, b, cos]]``
+    and ``"embedding_groups"`` (the groups those links form or extend, hash members included).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -73,10 +78,20 @@ def find_duplicates(
         pairs = near_duplicate_pairs(
             np.arange(len(ok)), phash, dhash, md5, phash_radius=phash_radius, dhash_radius=dhash_radius
         )
-        for g in group_pairs(len(ok), pairs, min_size=2):
+        def keep_first(g):
             members = sorted(g.tolist(), key=lambda k: (-int(area[k]), str(files[ok[k]])))
-            groups.append([str(files[ok[k]]) for k in members])
-        groups.sort(key=lambda g: g[0])
+            return [str(files[ok[k]]) for k in members]
+
+        groups = sorted(keep_first(g) for g in group_pairs(len(ok), pairs, min_size=2))
+        if cascade:
+            extra = _cascade(files, ok, pairs, cascade_threshold)
+            extra_groups = [keep_first(g) for g in group_pairs(len(ok), [*pairs, *extra["pairs"]], min_size=2)
+                            if any(int(i) in extra["nodes"] for i in g)]
+            cascade_result = {
+                "embedding_pairs": [[str(files[ok[int(i)]]), str(files[ok[int(j)]]), round(float(c), 4)] for i, j, c in extra["pairs"]],
+                "embedding_groups": sorted(extra_groups),
+                "embedding_threshold": extra["threshold"],
+            }
     return {
         "root": str(folder),
         "files": len(files),
@@ -85,7 +100,27 @@ def find_duplicates(
         "files_in_groups": sum(len(g) for g in groups),
         "rejected": rejected,
         "rule": {"phash_radius": phash_radius, "dhash_radius": dhash_radius, "exact": "aHash MD5"},
+        **(cascade_result if cascade and ok else {}),
     }
+
+
+def _cascade(files, ok, hash_pairs, threshold):
+    """Embedding pairs among the hashed files that hashes left apart."""
+    from adlens.dedup.cascade import DEFAULT_COSINE_THRESHOLD, embedding_pairs, new_links
+    from adlens.embed.base import get_embedder
+    from adlens.embed.jobs import DEFAULT_IMAGE_MODEL
+
+    threshold = DEFAULT_COSINE_THRESHOLD if threshold is None else threshold
+    res = get_embedder(DEFAULT_IMAGE_MODEL).embed_files([files[i] for i in ok])
+    labels = np.full(len(ok), -1, np.int64)
+    for gi, g in enumerate(group_pairs(len(ok), hash_pairs, min_size=1)):
+        labels[g] = gi
+    pairs = embedding_pairs(res.vectors, threshold)
+    if len(pairs):  # rows of res.vectors are positions in res.ok, i.e. among the hashed files
+        pairs[:, 0], pairs[:, 1] = res.ok[pairs[:, 0].astype(int)], res.ok[pairs[:, 1].astype(int)]
+    pairs = new_links(pairs, labels)
+    nodes = {int(x) for x in pairs[:, :2].ravel()} if len(pairs) else set()
+    return {"pairs": [(int(i), int(j), float(c)) for i, j, c in pairs], "nodes": nodes, "threshold": threshold}
 
 
 def write_folder_report(result: dict, out_path: Path | str) -> Path:
@@ -103,4 +138,7 @@ def write_folder_report(result: dict, out_path: Path | str) -> Path:
         groups=groups,
         rejected=result["rejected"],
         rule=f"pHash ≤ {rule['phash_radius']} and dHash ≤ {rule['dhash_radius']}, or equal aHash MD5",
+        embedding_groups=[[{"path": p, "thumb": thumbnail_uri(p)} for p in g] for g in result["embedding_groups"]]
+        if "embedding_groups" in result else None,
+        embedding_threshold=result.get("embedding_threshold"),
     )

@@ -212,6 +212,32 @@ class Ledger:
             self._merge(conn, {row.canonical_id})
         return True
 
+    def link_by_embedding(self, image_ids, vectors, threshold: float) -> list[dict]:
+        """The embedding cascade over ledger images: link and merge pairs with cosine >= threshold
+        that hashes left in different groups. Idempotent (existing links are not re-added).
+
+        ``image_ids`` (N,) with ``vectors`` (N, D) L2-normalised. Returns the new links.
+        """
+        from adlens.dedup.cascade import embedding_pairs, new_links
+
+        image_ids = np.asarray(image_ids, dtype=np.int64)
+        lg = schema.ledger
+        with self.engine.connect() as conn:
+            canon = dict(conn.execute(sa.select(lg.c.image_id, lg.c.canonical_id).where(lg.c.image_id.in_(image_ids.tolist()))).all())
+        labels = np.array([canon[i] for i in image_ids.tolist()], dtype=np.int64)
+        pairs = new_links(embedding_pairs(vectors, threshold), labels)
+        links = []
+        with self.engine.begin() as conn:
+            for i, j, cos in pairs.tolist():
+                a, b = sorted((int(image_ids[int(i)]), int(image_ids[int(j)])))
+                roots = {r for (r,) in conn.execute(sa.select(lg.c.canonical_id).where(lg.c.image_id.in_([a, b])))}
+                if len(roots) < 2:
+                    continue  # an earlier link of this run already joined them
+                conn.execute(sa.insert(schema.dup_links).values(image_a=a, image_b=b, method="embedding", distance=1.0 - cos))
+                self._merge(conn, roots)
+                links.append({"image_a": a, "image_b": b, "cosine": round(cos, 4)})
+        return links
+
     def _merge(self, conn: sa.Connection, roots: set[int]) -> int:
         """Relabel every member of the groups ``roots`` with the group's canonical member."""
         lg, im = schema.ledger, schema.images

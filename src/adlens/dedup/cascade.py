@@ -1,0 +1,48 @@
+"""Second dedup stage: near-duplicates by image-embedding cosine, for what hashes miss.
+
+Hashes are blind to larger crops (> 5 %), overlays (stickers, strips) and re-layouts; global
+image embeddings tolerate crops and overlays much better. A pair is an *embedding duplicate*
+when the cosine of the two L2-normalised embeddings is >= ``threshold`` and hashes did not
+already put them in one group. These links are recorded with method ``"embedding"`` and
+reported apart from hash matches.
+
+Default threshold (0.95): on the sample corpus the most similar pair of *different* creatives
+has cosine 0.949, so 0.95 keeps precision at 1.0 there; what it catches is measured in
+BENCHMARKS.md (``bench_cascade.py``). Re-layouts into another ad size (cosine ~0.55) are not
+caught by a global embedding; that needs region matching and is left open.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_COSINE_THRESHOLD = 0.95
+
+
+def embedding_pairs(vectors: np.ndarray, threshold: float = DEFAULT_COSINE_THRESHOLD, block: int = 4096) -> np.ndarray:
+    """All pairs ``(i, j, cos)`` with ``i < j`` and cosine >= threshold, as an (m, 3) float64 array.
+
+    ``vectors``: (N, D) L2-normalised rows. Blockwise exact search: O(N^2 D) flops in
+    ``block``-row tiles, so memory stays at ``block * N`` floats.
+
+    >>> v = np.array([[1, 0], [0.99, 0.141], [0, 1]], np.float32)
+    >>> embedding_pairs(v, 0.98)[:, :2].tolist()
+    [[0.0, 1.0]]
+    """
+    X = np.ascontiguousarray(vectors, dtype=np.float32)
+    n = len(X)
+    out = []
+    for s in range(0, n, block):
+        S = X[s : s + block] @ X.T
+        r, c = np.nonzero(S >= threshold)
+        keep = c > r + s
+        out.append(np.column_stack([r[keep] + s, c[keep], S[r[keep], c[keep]]]))
+    return np.concatenate(out) if out else np.zeros((0, 3))
+
+
+def new_links(pairs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Pairs whose members are not already in the same group (``labels``: group id per row)."""
+    if not len(pairs):
+        return pairs
+    i, j = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+    return pairs[labels[i] != labels[j]]

@@ -1,0 +1,50 @@
+"""The embedding dedup cascade: catches what hashes miss, reported apart from hash matches."""
+
+import numpy as np
+from PIL import Image, ImageDraw
+from skimage import data
+
+from adlens.dedup.cascade import embedding_pairs, new_links
+from adlens.dedup.folder import find_duplicates, write_folder_report
+
+from conftest import encode
+
+
+def test_embedding_pairs_matches_brute_force():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 16)).astype(np.float32)
+    X[10] = X[3] + 0.05 * rng.normal(size=16)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    S = X @ X.T
+    expected = {(i, j) for i in range(300) for j in range(i + 1, 300) if S[i, j] >= 0.6}
+    got = embedding_pairs(X, 0.6, block=64)
+    assert {(int(i), int(j)) for i, j, _ in got} == expected and (3, 10) in expected
+    assert np.allclose(got[:, 2], [S[int(i), int(j)] for i, j, _ in got], atol=1e-5)
+
+
+def test_new_links_skips_pairs_already_grouped():
+    pairs = np.array([[0, 1, 0.99], [1, 2, 0.97]])
+    assert new_links(pairs, np.array([5, 5, 7])).tolist() == [[1, 2, 0.97]]
+
+
+def test_folder_cascade_finds_crop_and_overlay_that_hashes_miss(tmp_path):
+    photo = Image.fromarray(data.astronaut()).resize((300, 300))
+    w, h = photo.size
+    crop = photo.crop((int(w * 0.06), int(h * 0.06), int(w * 0.94), int(h * 0.94)))  # 12 % crop
+    overlay = photo.copy()
+    ImageDraw.Draw(overlay).rectangle([180, 10, 290, 80], fill=(230, 30, 30))  # a sticker
+    other = Image.fromarray(data.coffee()).resize((300, 300))
+    for name, img in {"a.jpg": photo, "a_crop.jpg": crop, "a_sticker.jpg": overlay, "b.jpg": other}.items():
+        (tmp_path / name).write_bytes(encode(img))
+    plain = find_duplicates(tmp_path)
+    assert "embedding_pairs" not in plain
+    hashed = {p.split("/")[-1] for g in plain["groups"] for p in g}
+    assert "a_crop.jpg" not in hashed  # the hashes miss the 12 % crop
+    res = find_duplicates(tmp_path, cascade=True, cascade_threshold=0.85)
+    assert res["groups"] == plain["groups"]  # hash results are unchanged and separate
+    emb_members = {p.split("/")[-1] for g in res["embedding_groups"] for p in g}
+    assert {"a.jpg", "a_crop.jpg"} <= emb_members and "b.jpg" not in emb_members
+    for a, b, cos in res["embedding_pairs"]:
+        assert cos >= 0.85 and "b.jpg" not in (a.split("/")[-1], b.split("/")[-1])
+    html = write_folder_report(res, tmp_path / "r.html").read_text()
+    assert "Embedding duplicates" in html
