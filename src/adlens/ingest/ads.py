@@ -15,11 +15,11 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from adlens.errors import InvalidInput
-from adlens.ingest.images import ImageItem, Progress, insert_image, prepare_parallel
-from adlens.ingest.manifest import MANIFEST_SUFFIXES, clean_str, iter_folder_files, read_rows, resolve_path
+from adlens.ingest.images import ImageItem, Progress, image_items, insert_image, prepare_parallel
+from adlens.ingest.manifest import clean_str
 from adlens.store import schema
 from adlens.store.ledger import Ledger
-from adlens.store.runs import add_rejection, finish_run, now, start_run
+from adlens.store.runs import finish_run, now, record_rejection, start_run
 from adlens.types import IngestSummary, Rejection
 from adlens.workspace import Workspace
 
@@ -41,31 +41,13 @@ def parse_day(value: str | None, location: str) -> str | None:
 
 def ad_items(source: Path, default_day: str) -> Iterator[ImageItem | Rejection]:
     """Records of a folder or manifest, validated except for the image itself."""
-    source = Path(source)
-    if source.is_dir():
-        for p in iter_folder_files(source):
-            yield ImageItem(str(p), p, {"day": default_day})
-        return
-    if not source.exists():
-        raise InvalidInput(f"{source}: no such file or folder")
-    if source.suffix.lower() not in MANIFEST_SUFFIXES:
-        raise InvalidInput(f"{source}: expected a folder or a .csv/.jsonl manifest")
-    for loc, row in read_rows(source):
-        if isinstance(row, Rejection):
-            yield row
-            continue
-        path = clean_str(row.get("path"))
-        if not path:
-            yield Rejection(loc, "missing 'path'")
-            continue
-        try:
-            day = parse_day(clean_str(row.get("day")), loc) or default_day
-        except InvalidInput as e:
-            yield Rejection(loc, str(e))
-            continue
+
+    def row_fields(loc: str, row: dict) -> dict:
         fields = {k: clean_str(row.get(k)) for k in AD_FIELDS}
-        fields["day"] = day
-        yield ImageItem(f"{loc} ({path})", resolve_path(source, path), fields)
+        fields["day"] = parse_day(fields["day"], loc) or default_day
+        return fields
+
+    return image_items(source, lambda _rel: {"day": default_day}, row_fields)
 
 
 def ingest_ads(
@@ -92,13 +74,13 @@ def ingest_ads(
     try:
         for done, prep in enumerate(prepare_parallel(ws, items), start=1):
             if isinstance(prep, Rejection):
-                _reject(ws, summary, prep)
+                record_rejection(ws.engine, summary, prep)
             else:
                 try:
                     _write_ad(ws, ledger, run_id, prep, summary)
                 except InvalidInput as e:
                     ledger.rolled_back()
-                    _reject(ws, summary, Rejection(prep.item.location, str(e)))
+                    record_rejection(ws.engine, summary, Rejection(prep.item.location, str(e)))
             if progress:
                 progress(done, len(items))
         status = "done"
@@ -106,12 +88,6 @@ def ingest_ads(
         ledger.save()
         finish_run(ws.engine, run_id, status, summary.to_dict())
     return summary
-
-
-def _reject(ws: Workspace, summary: IngestSummary, rejection: Rejection) -> None:
-    summary.rejected.append(rejection)
-    with ws.engine.begin() as conn:
-        add_rejection(conn, summary.run_id, rejection)
 
 
 def _write_ad(ws: Workspace, ledger: Ledger, run_id: str, prep, summary: IngestSummary) -> None:

@@ -16,7 +16,7 @@ from adlens.errors import InvalidInput
 from adlens.ingest.images import Progress
 from adlens.ingest.manifest import clean_str, read_rows
 from adlens.store import schema
-from adlens.store.runs import add_rejection, finish_run, now, start_run
+from adlens.store.runs import finish_run, now, record_rejection, start_run
 from adlens.types import IngestSummary, Rejection
 from adlens.workspace import Workspace
 
@@ -62,10 +62,7 @@ def ingest_articles(ws: Workspace, source: Path | str, progress: Progress | None
                     else:
                         raise InvalidInput(f"article_id {article_id!r} already exists with a different text")
             except InvalidInput as e:
-                rejection = Rejection(loc, str(e))
-                summary.rejected.append(rejection)
-                with ws.engine.begin() as conn:
-                    add_rejection(conn, run_id, rejection)
+                record_rejection(ws.engine, summary, Rejection(loc, str(e)))
             if progress:
                 progress(done, len(rows))
         status = "done"

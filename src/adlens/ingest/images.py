@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from adlens.dedup import hashing
 from adlens.errors import InvalidInput
+from adlens.ingest.manifest import MANIFEST_SUFFIXES, clean_str, iter_folder_files, read_rows, resolve_path
 from adlens.ingest.validate import load_image, read_file
 from adlens.store import schema
 from adlens.store.runs import now
@@ -44,6 +45,41 @@ class PreparedImage:
     data: bytes | None  # None when the catalog already holds this content
     info: ImageInfo | None
     hashes: ImageHashes | None
+
+
+def image_items(
+    source: Path,
+    folder_fields: Callable[[Path], dict],
+    row_fields: Callable[[str, dict], dict],
+) -> Iterator[ImageItem | Rejection]:
+    """Items of a folder (every file, recursively) or a CSV/JSONL manifest with a ``path`` column.
+
+    ``folder_fields(relative_path)`` gives a folder file's fields; ``row_fields(location, row)``
+    a manifest row's (raising InvalidInput rejects the row). Bad rows become Rejections.
+    """
+    source = Path(source)
+    if source.is_dir():
+        for p in iter_folder_files(source):
+            yield ImageItem(str(p), p, folder_fields(p.relative_to(source)))
+        return
+    if not source.exists():
+        raise InvalidInput(f"{source}: no such file or folder")
+    if source.suffix.lower() not in MANIFEST_SUFFIXES:
+        raise InvalidInput(f"{source}: expected a folder or a .csv/.jsonl manifest")
+    for loc, row in read_rows(source):
+        if isinstance(row, Rejection):
+            yield row
+            continue
+        path = clean_str(row.get("path"))
+        if not path:
+            yield Rejection(loc, "missing 'path'")
+            continue
+        try:
+            fields = row_fields(loc, row)
+        except InvalidInput as e:
+            yield Rejection(loc, str(e))
+            continue
+        yield ImageItem(f"{loc} ({path})", resolve_path(source, path), fields)
 
 
 def hash_image(rgb) -> ImageHashes:

@@ -14,10 +14,10 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from adlens.errors import InvalidInput
-from adlens.ingest.images import ImageItem, Progress, insert_image, prepare_parallel
-from adlens.ingest.manifest import MANIFEST_SUFFIXES, clean_str, iter_folder_files, read_rows, resolve_path
+from adlens.ingest.images import ImageItem, Progress, image_items, insert_image, prepare_parallel
+from adlens.ingest.manifest import clean_str
 from adlens.store import schema
-from adlens.store.runs import add_rejection, finish_run, now, start_run
+from adlens.store.runs import finish_run, now, record_rejection, start_run
 from adlens.types import IngestSummary, Rejection
 from adlens.workspace import Workspace
 
@@ -25,26 +25,11 @@ PRODUCT_FIELDS = ("product_id", "title", "category", "url")
 
 
 def product_items(source: Path) -> Iterator[ImageItem | Rejection]:
-    source = Path(source)
-    if source.is_dir():
-        for p in iter_folder_files(source):
-            rel = p.relative_to(source)
-            category = rel.parts[-2] if len(rel.parts) > 1 else None
-            yield ImageItem(str(p), p, {"category": category})
-        return
-    if not source.exists():
-        raise InvalidInput(f"{source}: no such file or folder")
-    if source.suffix.lower() not in MANIFEST_SUFFIXES:
-        raise InvalidInput(f"{source}: expected a folder or a .csv/.jsonl manifest")
-    for loc, row in read_rows(source):
-        if isinstance(row, Rejection):
-            yield row
-            continue
-        path = clean_str(row.get("path"))
-        if not path:
-            yield Rejection(loc, "missing 'path'")
-            continue
-        yield ImageItem(f"{loc} ({path})", resolve_path(source, path), {k: clean_str(row.get(k)) for k in PRODUCT_FIELDS})
+    return image_items(
+        source,
+        lambda rel: {"category": rel.parts[-2] if len(rel.parts) > 1 else None},
+        lambda _loc, row: {k: clean_str(row.get(k)) for k in PRODUCT_FIELDS},
+    )
 
 
 def ingest_products(ws: Workspace, source: Path | str, progress: Progress | None = None) -> IngestSummary:
@@ -85,10 +70,7 @@ def ingest_products(ws: Workspace, source: Path | str, progress: Progress | None
                         summary.already_present += 1
             except InvalidInput as e:
                 location = prep.path if isinstance(prep, Rejection) else prep.item.location
-                rejection = Rejection(location, str(e))
-                summary.rejected.append(rejection)
-                with ws.engine.begin() as conn:
-                    add_rejection(conn, run_id, rejection)
+                record_rejection(ws.engine, summary, Rejection(location, str(e)))
             if progress:
                 progress(done, len(items))
         status = "done"

@@ -31,6 +31,13 @@ def add_rejection(conn: sa.Connection, run_id: str, rejection: Rejection) -> Non
     conn.execute(sa.insert(schema.rejections).values(run_id=run_id, path=rejection.path, reason=rejection.reason))
 
 
+def record_rejection(engine: sa.Engine, summary, rejection: Rejection) -> None:
+    """Count a rejection in the run's summary and store it with the run (its own transaction)."""
+    summary.rejected.append(rejection)
+    with engine.begin() as conn:
+        add_rejection(conn, summary.run_id, rejection)
+
+
 def finish_run(engine: sa.Engine, run_id: str, status: str, summary: dict) -> None:
     with engine.begin() as conn:
         conn.execute(
