@@ -18,7 +18,6 @@ from adlens.embed.base import Embedder, get_embedder
 from adlens.errors import InvalidInput
 from adlens.ingest.validate import load_image
 from adlens.store import schema
-from adlens.store.embeddings import EmbeddingStore
 from adlens.workspace import Workspace
 
 KINDS = ("ads", "articles", "products")
