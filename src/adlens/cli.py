@@ -312,6 +312,9 @@ def _register_plugins() -> None:
     from adlens import cli_similar
 
     cli_similar.register(app, evaluate_app)
+    from adlens import cli_features
+
+    cli_features.register(app)
 
 
 _register_plugins()

@@ -159,6 +159,19 @@ def report_similar(ctx: RunContext, section: dict) -> dict:
     return {"rows": similar_report_rows(ctx.ws, section.get("results", []))}
 
 
+def stage_features(ctx: RunContext) -> dict:
+    """Creative (M), article and pair (F) features; coverage and distributions."""
+    from adlens.features.jobs import stage_features as run
+
+    return run(ctx)
+
+
+def report_features(ctx: RunContext, section: dict) -> dict:
+    from adlens.features.jobs import report_features as run
+
+    return run(ctx, section)
+
+
 @dataclass(frozen=True)
 class Stage:
     """A pipeline stage: ``run`` returns the stage's section of the run summary; ``report``
@@ -176,6 +189,7 @@ STAGES: list[Stage] = [
     Stage("embed", stage_embed),
     Stage("cascade", stage_cascade),
     Stage("similar", stage_similar, report_similar),
+    Stage("features", stage_features, report_features),
 ]
 
 

@@ -42,6 +42,7 @@ backend for users who have open_clip and its weights installed.
 from __future__ import annotations
 
 import os
+import threading
 from abc import ABC
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -124,13 +125,18 @@ def register_embedder(name: str, factory: Callable[..., Embedder] | None = None)
     return factory
 
 
+_BUILTINS_LOCK = threading.Lock()
+
+
 def _load_builtins() -> None:
     global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    _BUILTINS_LOADED = True
-    # Importing registers them; the modules import their heavy dependencies lazily.
-    from adlens.embed import image, open_clip, text  # noqa: F401
+    with _BUILTINS_LOCK:  # two threads asking at once must both see the loaded registry
+        if _BUILTINS_LOADED:
+            return
+        # Importing registers them; the modules import their heavy dependencies lazily.
+        from adlens.embed import image, open_clip, text  # noqa: F401
+
+        _BUILTINS_LOADED = True
 
 
 def _load_entry_point(name: str) -> None:
