@@ -315,6 +315,9 @@ def _register_plugins() -> None:
     from adlens import cli_features
 
     cli_features.register(app)
+    from adlens import cli_quality
+
+    cli_quality.register(app, evaluate_app)
 
 
 _register_plugins()

@@ -172,6 +172,19 @@ def report_features(ctx: RunContext, section: dict) -> dict:
     return run(ctx, section)
 
 
+def stage_quality(ctx: RunContext) -> dict:
+    """Pairs -> rubric labels (unless other labels exist) -> student -> held-out metrics."""
+    from adlens.quality.jobs import stage_quality as run
+
+    return run(ctx)
+
+
+def report_quality(ctx: RunContext, section: dict) -> dict:
+    from adlens.quality.jobs import report_quality as run
+
+    return run(ctx, section)
+
+
 @dataclass(frozen=True)
 class Stage:
     """A pipeline stage: ``run`` returns the stage's section of the run summary; ``report``
@@ -190,6 +203,7 @@ STAGES: list[Stage] = [
     Stage("cascade", stage_cascade),
     Stage("similar", stage_similar, report_similar),
     Stage("features", stage_features, report_features),
+    Stage("quality", stage_quality, report_quality),
 ]
 
 
