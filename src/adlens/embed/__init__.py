@@ -1,9 +1,18 @@
-"""Embeddings: images (EfficientNet-Lite0, ONNX Runtime), texts (MiniLM int8 ONNX), learned
-projections fitted on a labelled catalogue, PCA reduction, and retrieval metrics.
+"""Embeddings: images (EfficientNet-Lite0, ONNX Runtime), texts (MiniLM int8 ONNX), a
+similarity learned from a labelled catalogue, PCA reduction, and retrieval metrics.
 
-Importing this package is cheap: no torch, no ONNX Runtime session until a model is used.
-Pick models by name through :func:`get_embedder` (see :mod:`adlens.embed.base` for plugging
-in your own).
+Importing this package is cheap: no torch and no ONNX Runtime session until a model is used
+(torch only ever for the one-time ONNX export of the image model, or the torch references).
+
+    from adlens.embed import get_embedder, CatalogProjection, evaluate_embeddings
+    img = get_embedder("efficientnet-lite0")          # (N, 1280) unit rows
+    txt = get_embedder("minilm")                      # (N, 384) unit rows
+    res = img.embed_files(paths)                      # vectors + per-file errors
+    proj = CatalogProjection().fit(res.vectors, labels)   # learn "same kind of product"
+    Z = proj.transform(new_vectors)                   # cosine now follows the labels
+
+Models are picked by name through :func:`get_embedder`; see :mod:`adlens.embed.base` for
+plugging in another one (e.g. an open_clip checkpoint on disk).
 """
 
 from adlens.embed.base import (
@@ -13,11 +22,24 @@ from adlens.embed.base import (
     l2_normalize,
     register_embedder,
 )
+from adlens.embed.evaluate import evaluate_embeddings, pair_auc, retrieval_at_k
+from adlens.embed.image import EfficientNetLite0, FileEmbeddings
+from adlens.embed.pca import PCA
+from adlens.embed.projection import CatalogProjection
+from adlens.embed.text import MiniLM
 
 __all__ = [
+    "CatalogProjection",
+    "EfficientNetLite0",
     "Embedder",
+    "FileEmbeddings",
+    "MiniLM",
+    "PCA",
     "available_embedders",
+    "evaluate_embeddings",
     "get_embedder",
     "l2_normalize",
+    "pair_auc",
     "register_embedder",
+    "retrieval_at_k",
 ]

@@ -96,7 +96,9 @@ class CatalogProjection:
         n_components: output dimension.
         hidden: hidden units of the MLP.
         temperature: softmax temperature of the proxy loss (smaller = tighter classes).
-        epochs: passes over the training rows.
+        epochs: passes over the training rows (raised so that training makes at least
+            ``min_steps`` Adam steps: small catalogues need more passes).
+        min_steps: lower bound on the number of Adam steps.
         batch_size: rows per Adam step.
         lr: Adam learning rate (cosine-decayed to 0 over training).
         weight_decay: decoupled L2 on the weight matrices.
@@ -118,8 +120,9 @@ class CatalogProjection:
         *,
         n_components: int = 128,
         hidden: int = 1024,
-        temperature: float = 0.05,
+        temperature: float = 0.1,
         epochs: int = 60,
+        min_steps: int = 300,
         batch_size: int = 256,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
@@ -135,6 +138,7 @@ class CatalogProjection:
         self.hidden = hidden
         self.temperature = temperature
         self.epochs = epochs
+        self.min_steps = min_steps
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
@@ -246,11 +250,12 @@ class CatalogProjection:
         T = float(self.temperature)
         bs = int(min(self.batch_size, n))
         steps_per_epoch = int(np.ceil(n / bs))
-        total = max(1, int(self.epochs) * steps_per_epoch)
+        epochs = max(int(self.epochs), int(np.ceil(int(self.min_steps) / steps_per_epoch)))
+        total = max(1, epochs * steps_per_epoch)
         warm = max(1, total // 20)
         losses = []
         step = 0
-        for _ in range(int(self.epochs)):
+        for _ in range(epochs):
             perm = rng.permutation(n)
             ep_loss = 0.0
             for s in range(0, n, bs):
@@ -367,7 +372,7 @@ class CatalogProjection:
 
     # ------------------------------------------------------------------ persistence
 
-    _HYPER = ("method", "n_components", "hidden", "temperature", "epochs", "batch_size", "lr",
+    _HYPER = ("method", "n_components", "hidden", "temperature", "epochs", "min_steps", "batch_size", "lr",
               "weight_decay", "input_dropout", "noise", "shrinkage", "output", "posterior_weight",
               "random_state")
 

@@ -1,0 +1,156 @@
+"""Embedding throughput: images (JPEG file -> unit vector) and texts, ONNX Runtime vs torch.
+
+Images: EfficientNet-Lite0 end to end through ``embed_files`` (decode in a thread pool,
+pipelined with inference) with the ONNX Runtime session and, in the same run, with the same
+network in torch eager mode; plus ONNX Runtime on pre-decoded pixels (inference alone).
+Files: the first N clothing JPEGs (``/work/shared/data/clothing``, max side 256 px) when
+present, else N rendered 256 px JPEGs in a temp dir.
+
+Texts: all-MiniLM-L6-v2 int8 ONNX (adlens.embed.text.MiniLM) vs sentence-transformers (torch
+fp32) on real ad copies (``/work/shared/data/ad_transcripts``) when present, else generated
+sentences; also the cosine between the two models' vectors.
+
+Other processes share this CPU: each configuration runs ``--repeats`` times after a warm-up
+and the table shows the median (and min-max); the load average is printed with the results.
+
+Usage: ``python benchmarks/bench_embed.py [--quick] [--repeats 3] [--n-images 512]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from adlens.embed.base import default_num_threads
+from adlens.embed.image import EfficientNetLite0, EfficientNetLite0Torch
+
+CLOTHING = Path("/work/shared/data/clothing/images")
+TRANSCRIPTS = Path("/work/shared/data/ad_transcripts/ad_transcripts.csv")
+
+
+def image_files(n: int, tmp: Path) -> tuple[list[str], str]:
+    if CLOTHING.is_dir():
+        files = sorted(str(p) for p in CLOTHING.glob("*.jpg"))[:n]
+        if len(files) == n:
+            return files, f"clothing JPEGs (max side 256 px), n={n}"
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(n):
+        yy, xx = np.mgrid[0:256, 0:200] / 256
+        img = np.stack([rng.uniform(0.2, 0.8) + rng.uniform(-0.4, 0.4) * xx + rng.uniform(-0.4, 0.4) * yy
+                        for _ in range(3)], -1)
+        img += rng.normal(scale=0.03, size=img.shape)
+        p = tmp / f"{i}.jpg"
+        Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(p, quality=90)
+        files.append(str(p))
+    return files, f"rendered 256x200 JPEGs, n={n}"
+
+
+def sentences(n: int) -> tuple[list[str], str]:
+    if TRANSCRIPTS.exists():
+        with open(TRANSCRIPTS, newline="", encoding="utf-8", errors="replace") as f:
+            rows = [r.get("Ad_copy") or "" for r in csv.DictReader(f)]
+        rows = [r.strip() for r in rows if r and r.strip()][:n]
+        if len(rows) == n:
+            lens = [len(r.split()) for r in rows]
+            return rows, f"real ad copies, n={n}, median {int(np.median(lens))} words"
+    rng = np.random.default_rng(0)
+    words = "sale shoes summer new free shipping order today best price running jacket women men kids".split()
+    rows = [" ".join(rng.choice(words, size=int(rng.integers(5, 40)))) for _ in range(n)]
+    return rows, f"generated sentences, n={n}"
+
+
+def timed(fn, repeats: int) -> list[float]:
+    fn()  # warm-up (session creation, caches)
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def row(name: str, n: int, times: list[float], unit: str) -> None:
+    rates = sorted(n / t for t in times)
+    print(f"| {name:52s} | {statistics.median(rates):8.1f} | {rates[0]:7.1f}-{rates[-1]:<7.1f} | {unit} |", flush=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--n-images", type=int, default=None)
+    ap.add_argument("--n-texts", type=int, default=None)
+    ap.add_argument("--model-dir", default=None)
+    ap.add_argument("--no-torch", action="store_true", help="skip the torch baselines")
+    args = ap.parse_args(argv)
+    repeats = args.repeats or (1 if args.quick else 3)
+    n_img = args.n_images or (64 if args.quick else 512)
+    n_txt = args.n_texts or (128 if args.quick else 1000)
+    threads = default_num_threads()
+    print(f"{threads} threads; load average before: {os.getloadavg()}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files, desc = image_files(n_img, Path(tmp))
+        print(f"\nimages: {desc}\n")
+        print("| configuration                                        | median/s | min-max          | unit |")
+        print("|------------------------------------------------------|---------:|------------------|------|")
+        ort_emb = EfficientNetLite0(args.model_dir, batch_size=32)
+        ort_emb.session
+        row("ORT end to end (decode pipelined, batch 32)", len(files), timed(lambda: ort_emb.embed_files(files), repeats), "img/s")
+        px = np.stack([ort_emb._pixels(f) for f in files[: min(len(files), 256)]])
+        row("ORT inference only (pre-decoded pixels)", len(px), timed(lambda: ort_emb.embed_pixels(px), repeats), "img/s")
+        t = time.perf_counter()
+        for f in files[:256]:
+            ort_emb._pixels(f)
+        dec = (time.perf_counter() - t) / min(len(files), 256)
+        print(f"| {'decode + resize only (1 thread)':52s} | {1 / dec:8.1f} | {'':16s} | img/s |")
+        if not args.no_torch:
+            t_emb = EfficientNetLite0Torch(batch_size=32)
+            n_t = min(len(files), 64 if args.quick else 128)
+            row("torch eager end to end (decode pipelined, batch 32)", n_t,
+                timed(lambda: t_emb.embed_files(files[:n_t]), repeats), "img/s")
+            a = ort_emb.embed_files(files[:16]).vectors
+            b = t_emb.embed_files(files[:16]).vectors
+            print(f"\nORT vs torch cosine on 16 images: min {np.min(np.sum(a * b, 1)):.6f}")
+
+    texts, tdesc = sentences(n_txt)
+    # headlines: the first 12 words of each copy (typical banner text); full copies are long
+    short = [" ".join(t.split()[:12]) for t in texts]
+    print(f"\ntexts: {tdesc}; 'short' = first 12 words of each\n")
+    print("| configuration                                        | median/s | min-max          | unit |")
+    print("|------------------------------------------------------|---------:|------------------|------|")
+    from adlens.embed.text import MiniLM
+
+    m = MiniLM(batch_size=64)
+    ref = None
+    if not args.no_torch:
+        from adlens.embed.text import MiniLMTorch
+
+        ref = MiniLMTorch(batch_size=64)
+    n_long = min(len(texts), 64 if args.quick else 256)
+    for label, data in (("short", short), ("full copy", texts[:n_long])):
+        row(f"MiniLM int8 ONNX Runtime, {label}", len(data), timed(lambda: m.embed_texts(data), repeats), "sent/s")
+        if ref is not None:
+            row(f"MiniLM sentence-transformers torch fp32, {label}", len(data),
+                timed(lambda: ref.embed_texts(data), repeats), "sent/s")
+    if ref is not None:
+        both = short + texts[:n_long]
+        cos = np.sum(m.embed_texts(both) * ref.embed_texts(both), axis=1)
+        print(f"\nint8 ORT vs torch cosine ({len(both)} texts): min {cos.min():.4f}, mean {cos.mean():.4f}, "
+              f"p1 {np.percentile(cos, 1):.4f}")
+    print(f"\nload average after: {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
