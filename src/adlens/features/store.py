@@ -43,11 +43,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
-import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,6 +58,7 @@ from adlens.features.schema import (
     FeatureSpec,
     schema_fingerprint,
 )
+from adlens.store.embeddings import write_part
 
 __all__ = ["FeatureStore", "arrow_schema", "arrow_type", "open_feature_store", "version_slug"]
 
@@ -181,18 +178,7 @@ class FeatureStore:
             _META_COLUMNS: json.dumps([[s.name, s.dtype, s.nullable] for s in specs]).encode(),
         }
         table = pa.Table.from_arrays(arrays, schema=arrow_schema(specs).with_metadata(meta))
-        d = self.dir(kind)
-        d.mkdir(parents=True, exist_ok=True)
-        dest = d / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"  # names sort by write time
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".parquet")
-        os.close(fd)
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, dest)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return dest
+        return write_part(table, self.dir(kind))
 
     # -- reading ---------------------------------------------------------------
     def keys(self, kind: str, specs: Sequence[FeatureSpec] | None = None) -> set[str]:

@@ -21,6 +21,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def write_part(table: pa.Table, directory: Path) -> Path:
+    """Write ``table`` as a new ``part-<time>-<rand>.parquet`` in ``directory``, atomically.
+
+    The file appears under its final name only once complete (temp file + rename), and names sort
+    by write time, so readers can apply "first write wins" and a crash leaves no half part.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    dest = directory / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".parquet")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
 def model_slug(model_id: str) -> str:
     """A folder name for a model id (stable, readable, filesystem-safe)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("_")
@@ -83,13 +102,4 @@ class EmbeddingStore:
             },
             metadata={"model_id": model_id, "kind": kind},
         )
-        dest = d / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"  # sorts by write time
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".parquet")
-        os.close(fd)
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, dest)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return dest
+        return write_part(table, d)
