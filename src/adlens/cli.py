@@ -35,7 +35,9 @@ JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on std
 
 
 def _print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    from adlens.output import json_safe
+
+    sys.stdout.write(json.dumps(json_safe(obj), indent=2, default=str) + "\n")
 
 
 @contextmanager

@@ -17,18 +17,9 @@ from typing import Any
 
 import typer
 
+from adlens.output import json_safe
+
 __all__ = ["register"]
-
-
-def _clean(x: Any) -> Any:
-    """NaN -> None recursively, so ``--json`` output is strict JSON."""
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    return x
 
 
 def _fmt(v: Any) -> str:
@@ -97,7 +88,7 @@ def register(app: typer.Typer) -> None:
         except AdlensError as e:
             c._fail(e)
         if as_json:
-            c._print_json(_clean(results[kinds[0]] if len(kinds) == 1 else results))
+            c._print_json(results[kinds[0]] if len(kinds) == 1 else results)
             return
         for r in results.values():
             print_result(r)
@@ -146,7 +137,7 @@ def register(app: typer.Typer) -> None:
                     raise InvalidInput(f"ad {ad_id!r} has no features yet; run `adlens features ads`")
         except AdlensError as e:
             c._fail(e)
-        row = _clean(rows[0])
+        row = json_safe(rows[0])
         if as_json:
             c._print_json(row)
             return

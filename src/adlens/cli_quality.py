@@ -16,17 +16,8 @@ from typing import Any
 
 import typer
 
+
 __all__ = ["register"]
-
-
-def _clean(x: Any) -> Any:
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    return x
 
 
 def _f(v: Any) -> str:
@@ -122,7 +113,7 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
         except AdlensError as e:
             _fail(e)
         if as_json:
-            _print_json(_clean(r))
+            _print_json(r)
             return
         out.print(f"{r['teacher_id']}: {r['n_scored']}/{r['n']} pairs scored, mean {_f(r['mean'])}, "
                   f"cost ${r['total_cost']:.4f} -> {r['path']}")
@@ -144,7 +135,7 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
         except AdlensError as e:
             _fail(e)
         if as_json:
-            _print_json(_clean(r))
+            _print_json(r)
             return
         out.print(f"model {r['version']} ({r['teacher_id']}, {len(r['features'])} features, {r['n_rows']} pairs, "
                   f"{r['n_ads']} ads) -> {r['model_path']}")
@@ -164,7 +155,7 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
         except AdlensError as e:
             _fail(e)
         if as_json:
-            _print_json(_clean(r))
+            _print_json(r)
             return
         out.print(f"model {r['version']} (teacher {r['teacher']})")
         print_metrics(r["metrics"])
@@ -182,7 +173,7 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
         except AdlensError as e:
             _fail(e)
         if as_json:
-            _print_json(_clean(r))
+            _print_json(r)
             return
         out.print(f"{ad_id} x {r['article_id'] or 'text'}: {r['score']:.2f} (model {r['version']}, {r['teacher']})")
         out.print(", ".join(f"{k}={_f(v)}" for k, v in r["features"].items()))
