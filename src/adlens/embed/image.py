@@ -41,11 +41,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from adlens.embed.base import Embedder, default_num_threads, l2_normalize, register_embedder
 from adlens.embed.pca import PCA  # re-exported: the reduction step (seed 002: 16 dims) for these vectors
 from adlens.errors import InvalidInput
+from adlens.ingest.validate import decode_checked, open_checked, read_file
 
 __all__ = [
     "EfficientNetLite0",
@@ -104,38 +105,17 @@ def load_rgb(
         return _array_to_rgb(source)
     if isinstance(source, Image.Image):
         return _to_rgb(source)
-    path = Path(source)
+    # same checks as ingestion (one place decides what a valid image is)
+    name = str(source)
+    img = open_checked(read_file(source, max_bytes), name, max_pixels)
+    if draft_size and img.format == "JPEG":
+        img.draft("RGB", (draft_size, draft_size))
+    decode_checked(img, name)
     try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise InvalidInput(f"{path}: file not found") from None
-    except OSError as e:
-        raise InvalidInput(f"{path}: cannot read file ({e.strerror or e})") from None
-    if size == 0:
-        raise InvalidInput(f"{path}: empty file")
-    if size > max_bytes:
-        raise InvalidInput(f"{path}: file too large ({size} bytes > {max_bytes})")
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise InvalidInput(f"{path}: decompression bomb ({w}x{h} pixels > {max_pixels})")
-            if w == 0 or h == 0:
-                raise InvalidInput(f"{path}: image has zero size")
-            if draft_size and im.format == "JPEG":
-                im.draft("RGB", (draft_size, draft_size))
-            im.load()
-            # as viewers show it (phone photos carry their rotation in EXIF)
-            return _to_rgb(ImageOps.exif_transpose(im))
-    except InvalidInput:
-        raise
-    except UnidentifiedImageError:
-        raise InvalidInput(f"{path}: not an image (unrecognised format)") from None
-    except Image.DecompressionBombError as e:
-        raise InvalidInput(f"{path}: decompression bomb ({e})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        # PIL reports truncated/corrupt data as OSError("image file is truncated ...") etc.
-        raise InvalidInput(f"{path}: truncated or corrupt image ({e})") from None
+        img = ImageOps.exif_transpose(img)  # as viewers show it (phone photos carry rotation in EXIF)
+    except Exception:
+        pass  # a broken EXIF block is not a reason to reject pixels that decoded fine
+    return _to_rgb(img)
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
