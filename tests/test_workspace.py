@@ -34,13 +34,15 @@ def test_workspace_path_that_is_a_file(tmp_path, settings):
 
 def test_migrations_apply_in_order_and_refuse_newer_schema(tmp_path, monkeypatch):
     engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    real = schema.SCHEMA_VERSION
+    nxt = real + 1
     applied = []
-    monkeypatch.setitem(schema.MIGRATIONS, 2, lambda conn: applied.append(2))
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
-    assert migrate(engine) == 2 and applied == [2]
-    assert migrate(engine) == 2 and applied == [2]  # nothing re-applied
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 1)
+    monkeypatch.setitem(schema.MIGRATIONS, nxt, lambda conn: applied.append(nxt))
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", nxt)
+    assert migrate(engine) == nxt and applied == [nxt]
+    assert migrate(engine) == nxt and applied == [nxt]  # nothing re-applied
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", real)
     with pytest.raises(WorkspaceError, match="newer than this adlens"):
         migrate(engine)
     with engine.connect() as conn:
-        assert set(sa.inspect(conn).get_table_names()) >= {t.name for t in schema.V1_TABLES}
+        assert set(sa.inspect(conn).get_table_names()) >= {t.name for t in schema.V1_TABLES + schema.V2_TABLES}

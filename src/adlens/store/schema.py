@@ -155,6 +155,84 @@ def _v1(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=V1_TABLES)
 
 
+# ---------------------------------------------------------------- v2: serving / bandit state
+# An arm = a creative the service can choose. Counters are only ever changed by atomic
+# ``x = x + 1`` updates inside the transaction that records the event causing them.
+bandit_arms = sa.Table(
+    "bandit_arms",
+    metadata,
+    sa.Column("arm_id", sa.String(200), primary_key=True),
+    sa.Column("quality", sa.Float),  # last predicted quality, normalised to [0, 1] (cold-start prior)
+    sa.Column("impressions", sa.Integer, nullable=False),
+    sa.Column("clicks", sa.Integer, nullable=False),
+    sa.Column("conversions", sa.Integer, nullable=False),
+    sa.Column("dwell_ms", sa.Float, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# One row per /v1/select answer: everything off-policy evaluation needs (candidates, the policy's
+# probabilities = propensities, each candidate's score components) plus what happened after.
+bandit_decisions = sa.Table(
+    "bandit_decisions",
+    metadata,
+    sa.Column("decision_id", sa.String(64), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("context_id", sa.String(200)),
+    sa.Column("context_hash", sa.String(64), nullable=False),
+    sa.Column("policy", sa.Text, nullable=False),  # JSON of the policy config
+    sa.Column("weights", sa.Text, nullable=False),  # JSON of the composite weights
+    sa.Column("model_version", sa.String(32)),
+    sa.Column("chosen", sa.String(200), nullable=False),
+    sa.Column("propensity", sa.Float, nullable=False),
+    sa.Column("candidates", sa.Text, nullable=False),  # JSON: [{"id", "p", components...}]
+    sa.Column("x", sa.Text),  # JSON feature vector of the chosen candidate (contextual policies)
+    sa.Column("impression", sa.Integer, nullable=False),  # 0/1: an impression was counted
+    sa.Column("clicked", sa.Integer, nullable=False),  # 0/1: a click was counted (reward)
+    sa.Column("converted", sa.Integer, nullable=False),
+    sa.Column("dwell_ms", sa.Float, nullable=False),
+)
+
+# Feedback events; the client's event_id makes a retry a no-op.
+bandit_events = sa.Table(
+    "bandit_events",
+    metadata,
+    sa.Column("event_id", sa.String(128), primary_key=True),
+    sa.Column("decision_id", sa.String(64), sa.ForeignKey("bandit_decisions.decision_id"), nullable=False,
+              index=True),
+    sa.Column("type", sa.String(16), nullable=False),  # impression | click | conversion | dwell
+    sa.Column("value", sa.Float),
+    sa.Column("occurred_at", sa.DateTime(timezone=True)),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("counted", sa.Integer, nullable=False),  # 1 if it changed the arm's counters
+)
+
+# Small named JSON documents: current composite weights and their history, service settings.
+bandit_state = sa.Table(
+    "bandit_state",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# API keys of the service, stored as sha256 of the key (never the key itself).
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("key_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked", sa.Integer, nullable=False),
+)
+
+V2_TABLES = [bandit_arms, bandit_decisions, bandit_events, bandit_state, api_keys]
+
+
+def _v2(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=V2_TABLES)
+
+
 # version -> migration. Append new versions; never edit an applied one.
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1}
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1, 2: _v2}
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -1,0 +1,320 @@
+"""Bandit state in the catalog database: arms' counters, decisions, feedback events, API keys.
+
+Everything the service learns is a row, written in one transaction with the counters it changes,
+so a restart (or a crash between two requests) loses nothing and a retried event counts once:
+
+- a decision row holds the candidates, the policy's probabilities (the propensities), each
+  candidate's score components and 0/1 flags ``impression`` / ``clicked`` / ``converted``;
+- a feedback event is inserted under the client's ``event_id`` (primary key: a retry is a no-op)
+  and flips its decision's flag with ``UPDATE ... WHERE flag = 0``; only when that update changed a
+  row does the arm's counter get ``+ 1`` -- so N concurrent copies of a click count once;
+- the contextual policy's sufficient statistics (A = ridge*I + sum x x', b = sum r x) are not
+  stored: they are rebuilt from the decisions' ``x`` on start-up (:meth:`BanditStore.linear_stats`).
+
+Example::
+
+    store = BanditStore(ws.engine)
+    store.record_decision(decision_id="d1", chosen="ad_7", propensity=0.4, candidates=[...], ...)
+    store.record_event("e1", "d1", "click")   # -> {"status": "counted", ...}
+    store.record_event("e1", "d1", "click")   # -> {"status": "duplicate", ...}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from adlens.errors import InvalidInput
+from adlens.store.schema import api_keys, bandit_arms, bandit_decisions, bandit_events, bandit_state
+
+__all__ = ["ArmCounts", "BanditStore", "EVENT_TYPES", "UnknownDecision", "EventConflict", "hash_key"]
+
+EVENT_TYPES = ("impression", "click", "conversion", "dwell")
+# event type -> (decision flag it sets once, arm counter it increments once)
+_ONCE = {"impression": ("impression", "impressions"), "click": ("clicked", "clicks"),
+         "conversion": ("converted", "conversions")}
+
+
+class UnknownDecision(InvalidInput):
+    """Feedback for a decision id the service never made."""
+
+
+class EventConflict(InvalidInput):
+    """An event id re-used with another decision or type (a client bug, not a retry)."""
+
+
+@dataclass(frozen=True)
+class ArmCounts:
+    arm_id: str
+    quality: float | None
+    impressions: int
+    clicks: int
+    conversions: int
+    dwell_ms: float
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _arm(row) -> ArmCounts:
+    return ArmCounts(row.arm_id, row.quality, int(row.impressions), int(row.clicks), int(row.conversions),
+                     float(row.dwell_ms))
+
+
+class BanditStore:
+    """Transactional access to the serving tables of one catalog database (see module docstring)."""
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+
+    # ------------------------------------------------------------------ arms
+    def arms(self, ids: Sequence[str] | None = None) -> dict[str, ArmCounts]:
+        """Counters of ``ids`` (all arms when None); unknown ids are absent from the result."""
+        q = sa.select(bandit_arms)
+        out: dict[str, ArmCounts] = {}
+        with self.engine.connect() as conn:
+            if ids is None:
+                return {r.arm_id: _arm(r) for r in conn.execute(q)}
+            ids = list(ids)
+            for s in range(0, len(ids), 500):
+                for r in conn.execute(q.where(bandit_arms.c.arm_id.in_(ids[s:s + 500]))):
+                    out[r.arm_id] = _arm(r)
+        return out
+
+    def _ensure_arms(self, conn: sa.Connection, quality: Mapping[str, float | None], now: datetime) -> None:
+        """Insert arms not seen before (with their predicted quality as cold-start prior) and keep the
+        stored quality current for known ones."""
+        ids = list(quality)
+        have = {}
+        for s in range(0, len(ids), 500):
+            for r in conn.execute(sa.select(bandit_arms.c.arm_id, bandit_arms.c.quality)
+                                  .where(bandit_arms.c.arm_id.in_(ids[s:s + 500]))):
+                have[r.arm_id] = r.quality
+        new = [{"arm_id": a, "quality": _q(quality[a]), "impressions": 0, "clicks": 0, "conversions": 0,
+                "dwell_ms": 0.0, "created_at": now, "updated_at": now} for a in ids if a not in have]
+        if new:
+            conn.execute(sa.insert(bandit_arms), new)
+        for a, q in quality.items():
+            q = _q(q)
+            if a in have and q is not None and have[a] != q:
+                conn.execute(sa.update(bandit_arms).where(bandit_arms.c.arm_id == a).values(quality=q, updated_at=now))
+
+    def ensure_arms(self, quality: Mapping[str, float | None]) -> None:
+        with self.engine.begin() as conn:
+            self._ensure_arms(conn, quality, _now())
+
+    # ------------------------------------------------------------------ decisions
+    def record_decision(self, *, decision_id: str, chosen: str, propensity: float, candidates: list[dict],
+                        policy: Mapping[str, Any], weights: Mapping[str, Any], context_id: str | None,
+                        context_hash: str, model_version: str | None = None, x: Sequence[float] | None = None,
+                        count_impression: bool = True, quality: Mapping[str, float | None] | None = None,
+                        created_at: datetime | None = None) -> None:
+        """Store one decision (and, with ``count_impression``, the chosen arm's impression) atomically.
+        ``quality`` (arm id -> normalised predicted quality) creates unseen arms in the same transaction."""
+        if not 0.0 < propensity <= 1.0:
+            raise InvalidInput(f"propensity must be in (0, 1], got {propensity}")
+        now = created_at or _now()
+        with self.engine.begin() as conn:  # first statement a write (see record_event)
+            conn.execute(sa.insert(bandit_decisions).values(
+                decision_id=decision_id, created_at=now, context_id=context_id, context_hash=context_hash,
+                policy=json.dumps(dict(policy), sort_keys=True), weights=json.dumps(dict(weights), sort_keys=True),
+                model_version=model_version, chosen=chosen, propensity=float(propensity),
+                candidates=json.dumps(candidates, allow_nan=False), x=None if x is None else json.dumps([float(v) for v in x]),
+                impression=1 if count_impression else 0, clicked=0, converted=0, dwell_ms=0.0))
+            qual = dict(quality or {})
+            qual.setdefault(chosen, None)  # the chosen arm must exist to count its impression
+            self._ensure_arms(conn, qual, now)
+            if count_impression:
+                conn.execute(sa.update(bandit_arms).where(bandit_arms.c.arm_id == chosen)
+                             .values(impressions=bandit_arms.c.impressions + 1, updated_at=now))
+
+    def decision(self, decision_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(sa.select(bandit_decisions).where(bandit_decisions.c.decision_id == decision_id)).first()
+        return None if r is None else _decision_dict(r)
+
+    def decisions(self, since: datetime | None = None, batch: int = 5000) -> Iterator[dict[str, Any]]:
+        """All decisions in creation order (bounded memory: read in batches)."""
+        last = (since or datetime(1970, 1, 1, tzinfo=UTC), "")
+        c = bandit_decisions.c
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(sa.select(bandit_decisions)
+                                    .where(sa.or_(c.created_at > last[0],
+                                                  sa.and_(c.created_at == last[0], c.decision_id > last[1])))
+                                    .order_by(c.created_at, c.decision_id).limit(batch)).fetchall()
+            if not rows:
+                return
+            for r in rows:
+                yield _decision_dict(r)
+            last = (rows[-1].created_at, rows[-1].decision_id)
+
+    def count(self) -> dict[str, int]:
+        """Totals over decisions and events (what `/metrics` and the tests compare)."""
+        d = bandit_decisions.c
+        with self.engine.connect() as conn:
+            r = conn.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(d.impression), 0),
+                                       sa.func.coalesce(sa.func.sum(d.clicked), 0),
+                                       sa.func.coalesce(sa.func.sum(d.converted), 0))).one()
+            ev = conn.execute(sa.select(sa.func.count()).select_from(bandit_events)).scalar_one()
+        return {"decisions": int(r[0]), "impressions": int(r[1]), "clicks": int(r[2]), "conversions": int(r[3]),
+                "events": int(ev)}
+
+    # ------------------------------------------------------------------ feedback
+    def record_event(self, event_id: str, decision_id: str, type: str, value: float | None = None,
+                     occurred_at: datetime | None = None, window: timedelta | None = None) -> dict[str, Any]:
+        """Record one feedback event exactly once. Returns ``{"status": "counted" | "recorded" |
+        "duplicate", "arm_id", "changed": {counter: +n}}``: ``counted`` changed the arm's counters,
+        ``recorded`` is stored but changed nothing (a second click on the same decision, or an event
+        later than ``window`` after its decision), ``duplicate`` is a retry of a stored event.
+        Raises :class:`UnknownDecision` / :class:`EventConflict` / :class:`InvalidInput`."""
+        if type not in EVENT_TYPES:
+            raise InvalidInput(f"event type must be one of {', '.join(EVENT_TYPES)}; got {type!r}")
+        if not event_id or len(event_id) > 128:
+            raise InvalidInput("event_id must be 1-128 characters")
+        if type == "dwell" and (value is None or not np.isfinite(value) or value < 0):
+            raise InvalidInput(f"a dwell event needs value = milliseconds >= 0, got {value!r}")
+        now = _now()
+        d = bandit_decisions.c
+        # The first statement of every write transaction here is a write: under SQLite that takes the
+        # write lock at once (waiting on the busy timeout) instead of failing a read->write upgrade.
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.insert(bandit_events).values(
+                    event_id=event_id, decision_id=decision_id, type=type, value=value, occurred_at=occurred_at,
+                    received_at=now, counted=0))
+                dec = conn.execute(sa.select(d.chosen, d.created_at).where(d.decision_id == decision_id)).first()
+                if dec is None:
+                    raise UnknownDecision(f"unknown decision_id {decision_id!r}")
+                created = dec.created_at if dec.created_at.tzinfo else dec.created_at.replace(tzinfo=UTC)
+                late = window is not None and now - created > window
+                changed = {} if late else self._apply(conn, decision_id, dec.chosen, type, value, now)
+                if changed:
+                    conn.execute(sa.update(bandit_events).where(bandit_events.c.event_id == event_id).values(counted=1))
+        except sa.exc.IntegrityError:
+            # the event id exists (a retry) or the decision does not (foreign key); nothing was changed
+            with self.engine.connect() as conn:
+                old = conn.execute(sa.select(bandit_events.c.decision_id, bandit_events.c.type)
+                                   .where(bandit_events.c.event_id == event_id)).first()
+                dec = conn.execute(sa.select(d.chosen).where(d.decision_id == decision_id)).first()
+            if old is None:
+                raise UnknownDecision(f"unknown decision_id {decision_id!r}") from None
+            if (old.decision_id, old.type) != (decision_id, type):
+                raise EventConflict(f"event_id {event_id!r} was already used for a {old.type} on decision "
+                                    f"{old.decision_id!r}") from None
+            return {"status": "duplicate", "arm_id": dec.chosen if dec else None, "changed": {}}
+        status = "counted" if changed else "recorded"
+        out = {"status": status, "arm_id": dec.chosen, "changed": changed}
+        if late:
+            out["reason"] = f"arrived {(now - created).total_seconds():.0f} s after its decision (window {window})"
+        return out
+
+    @staticmethod
+    def _apply(conn: sa.Connection, decision_id: str, arm: str, type: str, value: float | None,
+               now: datetime) -> dict[str, float]:
+        d = bandit_decisions.c
+        a = bandit_arms.c
+        changed: dict[str, float] = {}
+        if type == "dwell":
+            conn.execute(sa.update(bandit_decisions).where(d.decision_id == decision_id)
+                         .values(dwell_ms=d.dwell_ms + float(value)))
+            conn.execute(sa.update(bandit_arms).where(a.arm_id == arm).values(dwell_ms=a.dwell_ms + float(value),
+                                                                              updated_at=now))
+            return {"dwell_ms": float(value)}
+        todo = [type] if type != "click" else ["impression", "click"]  # a click implies its impression
+        for t in todo:
+            flag, counter = _ONCE[t]
+            hit = conn.execute(sa.update(bandit_decisions)
+                               .where(d.decision_id == decision_id, getattr(d, flag) == 0)
+                               .values({flag: 1})).rowcount
+            if hit:
+                conn.execute(sa.update(bandit_arms).where(a.arm_id == arm)
+                             .values({counter: getattr(a, counter) + 1, "updated_at": now}))
+                changed[counter] = 1
+        return changed
+
+    # ------------------------------------------------------------------ contextual statistics
+    def linear_stats(self, dim: int, ridge: float) -> tuple[np.ndarray, np.ndarray, int]:
+        """``(A, b, n)`` of the shared linear model rebuilt from decisions with an ``x`` of length ``dim``:
+        A = ridge*I + sum over counted impressions of x x', b = sum over clicks of x."""
+        A = ridge * np.eye(dim)
+        b = np.zeros(dim)
+        n = 0
+        d = bandit_decisions.c
+        with self.engine.connect() as conn:
+            for r in conn.execute(sa.select(d.x, d.impression, d.clicked).where(d.x.is_not(None), d.impression == 1)):
+                x = np.asarray(json.loads(r.x), float)
+                if x.shape != (dim,):
+                    continue  # written under another feature layout; not part of this model
+                A += np.outer(x, x)
+                b += r.clicked * x
+                n += 1
+        return A, b, n
+
+    # ------------------------------------------------------------------ named state
+    def get_state(self, name: str) -> Any:
+        with self.engine.connect() as conn:
+            v = conn.execute(sa.select(bandit_state.c.value).where(bandit_state.c.name == name)).scalar()
+        return None if v is None else json.loads(v)
+
+    def put_state(self, name: str, value: Any) -> None:
+        now = _now()
+        with self.engine.begin() as conn:
+            n = conn.execute(sa.update(bandit_state).where(bandit_state.c.name == name)
+                             .values(value=json.dumps(value), updated_at=now)).rowcount
+            if not n:
+                conn.execute(sa.insert(bandit_state).values(name=name, value=json.dumps(value), updated_at=now))
+
+    # ------------------------------------------------------------------ API keys
+    def add_key(self, name: str) -> str:
+        """Create an API key called ``name``; returns the key (shown once; only its sha256 is stored)."""
+        if not name or len(name) > 100:
+            raise InvalidInput("key name must be 1-100 characters")
+        key = "adl_" + secrets.token_urlsafe(32)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.insert(api_keys).values(name=name, key_sha256=hash_key(key), created_at=_now(),
+                                                        revoked=0))
+        except sa.exc.IntegrityError:
+            raise InvalidInput(f"an API key named {name!r} exists; revoke it or pick another name") from None
+        return key
+
+    def revoke_key(self, name: str) -> None:
+        with self.engine.begin() as conn:
+            if not conn.execute(sa.update(api_keys).where(api_keys.c.name == name).values(revoked=1)).rowcount:
+                raise InvalidInput(f"no API key named {name!r}")
+
+    def active_key_hashes(self) -> dict[str, str]:
+        """``{sha256: name}`` of the keys that are not revoked."""
+        with self.engine.connect() as conn:
+            return {r.key_sha256: r.name for r in conn.execute(sa.select(api_keys).where(api_keys.c.revoked == 0))}
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [{"name": r.name, "created_at": r.created_at.isoformat(), "revoked": bool(r.revoked)}
+                    for r in conn.execute(sa.select(api_keys).order_by(api_keys.c.name))]
+
+
+def _q(v: float | None) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
+def _decision_dict(r) -> dict[str, Any]:
+    out = dict(r._mapping)
+    for k in ("policy", "weights", "candidates", "x"):
+        if out.get(k) is not None:
+            out[k] = json.loads(out[k])
+    return out
