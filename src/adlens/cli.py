@@ -320,6 +320,9 @@ def _register_plugins() -> None:
     from adlens import cli_quality
 
     cli_quality.register(app, evaluate_app)
+    from adlens import cli_bandit
+
+    cli_bandit.register(app)
 
 
 _register_plugins()

@@ -43,6 +43,11 @@ _ONCE = {"impression": ("impression", "impressions"), "click": ("clicked", "clic
          "conversion": ("converted", "conversions")}
 
 
+_INSERT_DECISION = sa.insert(bandit_decisions)
+_COUNT_IMPRESSION = (sa.update(bandit_arms).where(bandit_arms.c.arm_id == sa.bindparam("arm"))
+                     .values(impressions=bandit_arms.c.impressions + 1, updated_at=sa.bindparam("now")))
+
+
 class UnknownDecision(InvalidInput):
     """Feedback for a decision id the service never made."""
 
@@ -95,8 +100,8 @@ class BanditStore:
         return out
 
     def _ensure_arms(self, conn: sa.Connection, quality: Mapping[str, float | None], now: datetime) -> None:
-        """Insert arms not seen before (with their predicted quality as cold-start prior) and keep the
-        stored quality current for known ones."""
+        """Insert arms not seen before, with their first predicted quality (the cold-start prior shown by
+        ``bandit arms``; quality depends on the context, so the policy uses each request's own)."""
         ids = list(quality)
         have = {}
         for s in range(0, len(ids), 500):
@@ -107,10 +112,6 @@ class BanditStore:
                 "dwell_ms": 0.0, "created_at": now, "updated_at": now} for a in ids if a not in have]
         if new:
             conn.execute(sa.insert(bandit_arms), new)
-        for a, q in quality.items():
-            q = _q(q)
-            if a in have and q is not None and have[a] != q:
-                conn.execute(sa.update(bandit_arms).where(bandit_arms.c.arm_id == a).values(quality=q, updated_at=now))
 
     def ensure_arms(self, quality: Mapping[str, float | None]) -> None:
         with self.engine.begin() as conn:
@@ -121,25 +122,28 @@ class BanditStore:
                         policy: Mapping[str, Any], weights: Mapping[str, Any], context_id: str | None,
                         context_hash: str, model_version: str | None = None, x: Sequence[float] | None = None,
                         count_impression: bool = True, quality: Mapping[str, float | None] | None = None,
-                        created_at: datetime | None = None) -> None:
+                        created_at: datetime | None = None, arms_exist: bool = False) -> None:
         """Store one decision (and, with ``count_impression``, the chosen arm's impression) atomically.
-        ``quality`` (arm id -> normalised predicted quality) creates unseen arms in the same transaction."""
+        ``quality`` (arm id -> normalised predicted quality) creates unseen arms in the same transaction
+        (their prior); ``arms_exist`` = the caller knows every other candidate, and the chosen one, exist."""
         if not 0.0 < propensity <= 1.0:
             raise InvalidInput(f"propensity must be in (0, 1], got {propensity}")
         now = created_at or _now()
         with self.engine.begin() as conn:  # first statement a write (see record_event)
-            conn.execute(sa.insert(bandit_decisions).values(
+            # statements built once with bind parameters: this is the hot path of /v1/select
+            conn.execute(_INSERT_DECISION, dict(
                 decision_id=decision_id, created_at=now, context_id=context_id, context_hash=context_hash,
                 policy=json.dumps(dict(policy), sort_keys=True), weights=json.dumps(dict(weights), sort_keys=True),
                 model_version=model_version, chosen=chosen, propensity=float(propensity),
                 candidates=json.dumps(candidates, allow_nan=False), x=None if x is None else json.dumps([float(v) for v in x]),
                 impression=1 if count_impression else 0, clicked=0, converted=0, dwell_ms=0.0))
             qual = dict(quality or {})
-            qual.setdefault(chosen, None)  # the chosen arm must exist to count its impression
-            self._ensure_arms(conn, qual, now)
+            if not arms_exist:
+                qual.setdefault(chosen, None)  # the chosen arm must exist to count its impression
+            if qual:
+                self._ensure_arms(conn, qual, now)
             if count_impression:
-                conn.execute(sa.update(bandit_arms).where(bandit_arms.c.arm_id == chosen)
-                             .values(impressions=bandit_arms.c.impressions + 1, updated_at=now))
+                conn.execute(_COUNT_IMPRESSION, {"arm": chosen, "now": now})
 
     def decision(self, decision_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

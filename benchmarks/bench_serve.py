@@ -1,0 +1,231 @@
+"""HTTP load test of `adlens serve`: /v1/select with 20 candidates at a fixed request rate on loopback.
+
+    python benchmarks/bench_serve.py --workspace demo/workspace          # after `make demo`
+    python benchmarks/bench_serve.py --workspace WS --rate 200 --seconds 30 --policy thompson
+
+Starts `adlens serve` as a subprocess on a copy of the workspace (the original is not touched), then
+drives it with an open-loop load generator written here on asyncio streams (HTTP/1.1 keep-alive,
+a pool of connections): requests are *scheduled* at exactly ``--rate`` per second and each latency
+is measured from its scheduled time, so a stalled server cannot hide its queueing (no coordinated
+omission). Each request picks a random article of the workspace and 20 random creatives. A share
+of the decisions (``--click-rate``) gets a click posted to /v1/feedback, a retry of every 10th click
+is sent too, and at the end the service's counters are checked against what was sent: zero lost,
+zero double-counted. Prints a JSON summary (p50/p90/p99/max in ms, errors, achieved rate, load).
+
+A baseline from the same run: the same selections made in process through :class:`Service`
+(no HTTP), so the HTTP + framework overhead is visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ids(ws_path: Path) -> tuple[list[str], list[str]]:
+    from adlens.store.schema import articles, creatives
+    from adlens.workspace import open_workspace
+
+    with open_workspace(ws_path) as ws, ws.engine.connect() as conn:
+        ads = [r[0] for r in conn.execute(sa.select(creatives.c.ad_id).order_by(creatives.c.ad_id))]
+        arts = [r[0] for r in conn.execute(sa.select(articles.c.article_id).order_by(articles.c.article_id))]
+    return ads, arts
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection: send a request, read one Content-Length response."""
+
+    def __init__(self, reader, writer):
+        self.r, self.w = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Conn:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        return cls(r, w)
+
+    async def post(self, path: str, body: bytes, headers: str = "") -> tuple[int, bytes]:
+        self.w.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(body)}\r\n{headers}\r\n".encode() + body)
+        await self.w.drain()
+        head = await self.r.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        n = next(int(v) for k, _, v in (ln.partition(":") for ln in lines[1:]) if k.lower() == "content-length")
+        return status, await self.r.readexactly(n)
+
+    def close(self) -> None:
+        self.w.close()
+
+
+async def load(port: int, ads: list[str], arts: list[str], rate: float, seconds: float, k: int, click_rate: float,
+               conns: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    pool: asyncio.Queue[Conn] = asyncio.Queue()
+    for _ in range(conns):
+        pool.put_nowait(await Conn.open(port))
+    lat: list[float] = []
+    errors: list[str] = []
+    sent_clicks: dict[str, str] = {}  # event id -> decision id
+    retries = 0
+    n = int(rate * seconds)
+    t0 = time.perf_counter() + 0.2
+    fb_tasks = []
+
+    async def feedback(event_id: str, decision_id: str) -> None:
+        c = await pool.get()
+        try:
+            body = json.dumps({"event_id": event_id, "decision_id": decision_id, "type": "click"}).encode()
+            st, data = await c.post("/v1/feedback", body)
+            if st != 200:
+                errors.append(f"feedback {st}: {data[:200]!r}")
+        finally:
+            pool.put_nowait(c)
+
+    async def one(i: int, when: float) -> None:
+        nonlocal retries
+        delay = when - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        body = json.dumps({"context": {"article_id": rng.choice(arts)}, "candidates": rng.sample(ads, k)}).encode()
+        c = await pool.get()
+        try:
+            st, data = await c.post("/v1/select", body)
+        except Exception as e:  # noqa: BLE001 - a broken connection is an error of this run, counted
+            errors.append(f"select: {type(e).__name__}: {e}")
+            pool.put_nowait(await Conn.open(port))
+            return
+        pool.put_nowait(c)
+        lat.append((time.perf_counter() - when) * 1e3)  # from the scheduled time
+        if st != 200:
+            errors.append(f"select {st}: {data[:200]!r}")
+            return
+        if rng.random() < click_rate:
+            did = json.loads(data)["decision_id"]
+            eid = f"click-{i}"
+            sent_clicks[eid] = did
+            fb_tasks.append(asyncio.ensure_future(feedback(eid, did)))
+            if len(sent_clicks) % 10 == 0:  # a client retry: must not count twice
+                retries += 1
+                fb_tasks.append(asyncio.ensure_future(feedback(eid, did)))
+
+    tasks = [asyncio.ensure_future(one(i, t0 + i / rate)) for i in range(n)]
+    await asyncio.gather(*tasks)
+    await asyncio.gather(*fb_tasks)
+    wall = time.perf_counter() - t0
+    while not pool.empty():
+        pool.get_nowait().close()
+    lat.sort()
+    q = (lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] if lat else None)
+    return {"requests": n, "ok": len(lat) - sum(1 for e in errors if e.startswith("select ")),
+            "errors": len(errors), "error_samples": errors[:5], "achieved_rps": round(n / wall, 1),
+            "p50_ms": round(q(0.50), 3), "p90_ms": round(q(0.90), 3), "p99_ms": round(q(0.99), 3),
+            "max_ms": round(lat[-1], 3), "mean_ms": round(statistics.fmean(lat), 3),
+            "clicks_sent": len(sent_clicks), "click_retries_sent": retries}
+
+
+def in_process_baseline(ws_path: Path, ads: list[str], arts: list[str], k: int, n: int, policy: str, seed: int) -> dict:
+    from adlens.serve import ServeConfig, Service
+    from adlens.workspace import open_workspace
+
+    rng = random.Random(seed)
+    with open_workspace(ws_path) as ws:
+        svc = Service(ws, ServeConfig(policy=policy, random_state=seed))
+        reqs = [({"article_id": rng.choice(arts)}, rng.sample(ads, k)) for _ in range(n)]
+        for c, a in reqs[:50]:
+            svc.select(c, a)
+        ts = []
+        for c, a in reqs[50:]:
+            t = time.perf_counter()
+            svc.select(c, a)
+            ts.append((time.perf_counter() - t) * 1e3)
+    ts.sort()
+    return {"n": len(ts), "p50_ms": round(ts[len(ts) // 2], 3), "p99_ms": round(ts[int(0.99 * len(ts))], 3)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workspace", default="demo/workspace", help="a workspace with ads and articles (make demo)")
+    ap.add_argument("--rate", type=float, default=200.0)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--candidates", type=int, default=20)
+    ap.add_argument("--policy", default="thompson")
+    ap.add_argument("--click-rate", type=float, default=0.05)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="5 s at the given rate")
+    args = ap.parse_args()
+    src = Path(args.workspace)
+    if not (src / ".adlens-workspace").exists():
+        print(json.dumps({"skipped": f"{src} is not a workspace; run `make demo` first or pass --workspace"}))
+        return 0
+    seconds = 5.0 if args.quick else args.seconds
+    tmp = Path(tempfile.mkdtemp(prefix="adlens-bench-serve-"))
+    ws_path = tmp / "ws"
+    shutil.copytree(src, ws_path)
+    ads, arts = _ids(ws_path)
+    if len(ads) < args.candidates or not arts:
+        print(json.dumps({"skipped": f"workspace has {len(ads)} ads / {len(arts)} articles"}))
+        return 0
+    port = _free_port()
+    adlens = Path(sys.executable).with_name("adlens")
+    proc = subprocess.Popen([str(adlens), "serve", "--workspace", str(ws_path), "--port", str(port), "--policy",
+                             args.policy, "--seed", str(args.seed)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        import httpx
+
+        for _ in range(600):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("service did not start: " + proc.stderr.read().decode()[-2000:])
+        # warm-up: load every creative's features and every article once (first sight reads Parquet)
+        asyncio.run(load(port, ads, arts, rate=50, seconds=max(2.0, len(arts) / 50), k=args.candidates,
+                         click_rate=0.0, conns=4, seed=args.seed + 1))
+        before = httpx.get(f"http://127.0.0.1:{port}/v1/arms", timeout=10).json()["totals"]
+        load_before = os.getloadavg()
+        res = asyncio.run(load(port, ads, arts, args.rate, seconds, args.candidates, args.click_rate,
+                               args.connections, args.seed))
+        after = httpx.get(f"http://127.0.0.1:{port}/v1/arms", timeout=10).json()["totals"]
+        res["clicks_counted"] = after["clicks"] - before["clicks"]
+        res["decisions_logged"] = after["decisions"] - before["decisions"]
+        res["exact"] = (res["clicks_counted"] == res["clicks_sent"] and res["decisions_logged"] == res["requests"])
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    base = in_process_baseline(ws_path, ads, arts, args.candidates, 2000, args.policy, args.seed)
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps({"config": {"rate": args.rate, "seconds": seconds, "candidates": args.candidates,
+                                 "policy": args.policy, "connections": args.connections},
+                      "cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
+                      "http": res, "in_process": base}, indent=2))
+    return 0 if res["errors"] == 0 and res["exact"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Workspace-level bandit jobs behind ``adlens bandit ...``: arms table, decision-log export,
+reweighting w1..w3 from logged outcomes, off-policy evaluation, simulation reports.
+
+The numerical work lives in :mod:`adlens.bandit.policies`, :mod:`~adlens.bandit.ope`,
+:mod:`~adlens.bandit.reweight` and :mod:`~adlens.bandit.simulate`; this module only reads the
+service's tables, reshapes them, and writes reports.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adlens.bandit.state import BanditStore
+from adlens.errors import InvalidInput
+
+__all__ = ["arms_table", "export_log", "service_log", "reweight", "ope", "simulate", "WEIGHTS_STATE"]
+
+WEIGHTS_STATE = "weights"  # bandit_state row holding the current composite weights
+
+
+def current_weights(store: BanditStore):
+    """The workspace's composite weights: the last applied reweight, else the defaults."""
+    from adlens.bandit.policies import Weights
+
+    stored = store.get_state(WEIGHTS_STATE)
+    return Weights.from_dict(stored["weights"]) if stored else Weights()
+
+
+def arms_table(ws, ids: Sequence[str] | None = None, prior=None) -> list[dict[str, Any]]:
+    """Counters, observed CTR, prior and posterior mean CTR of every arm (or ``ids``), best first."""
+    from adlens.bandit.policies import Prior
+
+    p = prior or Prior()
+    out = []
+    for a in BanditStore(ws.engine).arms(ids).values():
+        q = np.array([np.nan if a.quality is None else a.quality])
+        al, be = p.beta_params(q, np.array([a.clicks], float), np.array([a.impressions], float))
+        out.append({"arm_id": a.arm_id, "quality": a.quality, "impressions": a.impressions, "clicks": a.clicks,
+                    "conversions": a.conversions, "dwell_ms": a.dwell_ms,
+                    "ctr": a.clicks / a.impressions if a.impressions else None,
+                    "prior_mean": float(p.mean(q)[0]), "posterior_mean": float(al[0] / (al[0] + be[0]))})
+    out.sort(key=lambda d: (-d["posterior_mean"], d["arm_id"]))
+    return out
+
+
+def export_log(ws, path: str | Path) -> int:
+    """Write every decision as one JSON line (atomically: a temp file renamed). Returns the count."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    n = 0
+    with open(tmp, "w") as f:
+        for d in BanditStore(ws.engine).decisions():
+            d = {**d, "created_at": d["created_at"].isoformat()}
+            f.write(json.dumps(d, allow_nan=False) + "\n")
+            n += 1
+    tmp.replace(path)
+    return n
+
+
+def service_log(ws, only_impressions: bool = True):
+    """The service's decisions as OPE input: ``(LoggedData, snapshots, rows)``.
+
+    Candidate sets differ per decision; they are padded to the largest with a mask. Each row's
+    :class:`ArmSnapshot` holds the counters and inputs *at decision time*, so any policy can be
+    replayed on it. Reward = click (0/1)."""
+    from adlens.bandit.ope import LoggedData
+    from adlens.bandit.policies import ArmSnapshot
+
+    rows = [d for d in BanditStore(ws.engine).decisions() if d["impression"] or not only_impressions]
+    if not rows:
+        raise InvalidInput("the service has logged no decisions yet (run `adlens serve` and send /v1/select)")
+    K = max(len(d["candidates"]) for d in rows)
+    n = len(rows)
+    actions = np.zeros(n, int)
+    mask = np.zeros((n, K), bool)
+    snaps = []
+    for i, d in enumerate(rows):
+        c = d["candidates"]
+        ids = [x["id"] for x in c]
+        actions[i] = ids.index(d["chosen"])
+        mask[i, :len(c)] = True
+        q = np.array([np.nan if x.get("score") is None else (min(max((x["score"] - 1) / 9, 0), 1)) for x in c])
+        snaps.append(ArmSnapshot(ids=tuple(ids), quality=q, clicks=np.array([x.get("clicks", 0.0) for x in c]),
+                                 impressions=np.array([x.get("impressions", 0.0) for x in c]),
+                                 duplicate=np.array([bool(x.get("duplicate")) for x in c]),
+                                 brand_risk=np.array([x.get("brand_risk", 0.0) for x in c])))
+    # per-candidate features for the reward model: the logged score components (padded with 0)
+    names = ("quality", "ctr", "novelty")
+    AF = np.zeros((n, K, len(names)))
+    for i, d in enumerate(rows):
+        for k, x in enumerate(d["candidates"]):
+            AF[i, k] = [x.get(nm) if x.get(nm) is not None else 0.0 for nm in names]
+    log = LoggedData(actions=actions, rewards=np.array([float(d["clicked"]) for d in rows]),
+                     propensities=np.array([d["propensity"] for d in rows]), mask=mask, action_features=AF)
+    return log, snaps, rows
+
+
+def reweight(ws, apply: bool = False, report: str | Path | None = None) -> dict[str, Any]:
+    """Fit w1..w3 from the chosen candidates' logged components and whether they were clicked."""
+    from adlens.bandit.reweight import fit_weights
+
+    store = BanditStore(ws.engine)
+    current = current_weights(store)
+    rows = []
+    for d in store.decisions():
+        if not d["impression"]:
+            continue
+        c = next(x for x in d["candidates"] if x["id"] == d["chosen"])
+        rows.append({"quality": c.get("quality"), "ctr": c.get("ctr"), "novelty": c.get("novelty"),
+                     "duplicate": bool(c.get("duplicate")), "brand_risk": c.get("brand_risk", 0.0),
+                     "click": int(d["clicked"]), "conversion": int(d["converted"])})
+    weights, rep = fit_weights(rows, current)
+    out = {"weights": weights.to_dict(), "previous": current.to_dict(), "applied": bool(apply), "report": rep}
+    if apply:
+        store.put_state(WEIGHTS_STATE, {"weights": weights.to_dict(), "fitted_at": datetime.now(UTC).isoformat(),
+                                        "n": rep.get("n")})
+    if report:
+        _write_page(report, "adlens — bandit reweight", _kv_table(out["previous"], out["weights"], rep))
+    return out
+
+
+def ope(policy: str, *, ws=None, path: str | Path | None = None, n_boot: int = 1000, random_state: int = 0) -> dict[str, Any]:
+    """Off-policy value of ``policy`` on the service's log (``ws``) or a log file (``path``).
+
+    ``policy``: ``uniform`` | ``greedy-model[:epsilon=E]`` (greedy on the DR reward model) | a bandit
+    policy spec (service log only: replayed on each decision's logged snapshot)."""
+    from adlens.bandit import ope as O
+    from adlens.bandit.policies import policy_from_spec
+
+    if (ws is None) == (path is None):
+        raise InvalidInput("give a log file or a workspace")
+    if path is not None:
+        log, names = O.read_log(path)
+        snaps = None
+    else:
+        log, snaps, _ = service_log(ws)
+    name, _, params = policy.partition(":")
+    if name == "uniform":
+        target = O.target_uniform(log)
+    elif name in ("greedy-model", "greedy_model"):
+        eps = float(params.split("=", 1)[1]) if params else 0.0
+        target = O.target_greedy_model(log, eps)
+    else:
+        if snaps is None:
+            raise InvalidInput(f"policy {policy!r} needs the service's own log (per-decision snapshots); "
+                               "for a log file use uniform or greedy-model")
+        store = BanditStore(ws.engine)
+        target = O.target_from_policy(policy_from_spec(policy), snaps, current_weights(store), None,
+                                      random_state=random_state)
+    r = O.evaluate(log, target, n_boot=n_boot, random_state=random_state)
+    return {"policy": policy, "source": str(path) if path else "service log", **r}
+
+
+def simulate(policies: Sequence[str], steps: int = 5000, seeds: int = 3, n_arms: int = 20,
+             report: str | Path | None = None) -> dict[str, Any]:
+    """Compare policies on simulated click environments; optional HTML report with the regret curves."""
+    from adlens.bandit import simulate as S
+    from adlens.bandit.policies import policy_from_spec
+
+    pols = {p: policy_from_spec(p) for p in policies}
+    env = S.Environment(n_arms=n_arms, random_state=0)
+    r = S.compare(pols, env, T=steps, seeds=tuple(range(seeds)))
+    svg = S.regret_svg(r)
+    out = {**r, "svg": svg}
+    if report:
+        rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v['mean']:.1f}</td><td>{v['sd']:.1f}</td></tr>"
+                       for k, v in r["final_regret"].items())
+        _write_page(report, "adlens — bandit simulation",
+                    f"<p>{steps} steps, {seeds} seeds, {n_arms} arms.</p>{svg}"
+                    f"<table><tr><th>policy</th><th>final regret (mean)</th><th>sd</th></tr>{rows}</table>")
+    return out
+
+
+def _kv_table(before: dict, after: dict, rep: dict) -> str:
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{before.get(k)}</td><td>{after.get(k)}</td></tr>" for k in after)
+    return (f"<table><tr><th>weight</th><th>before</th><th>after</th></tr>{rows}</table>"
+            f"<pre>{html.escape(json.dumps(rep, indent=2, default=str))}</pre>")
+
+
+def _write_page(path: str | Path, title: str, body: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                    "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;text-align:right}"
+                    f"</style><h1>{html.escape(title)}</h1>{body}")

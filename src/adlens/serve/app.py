@@ -1,0 +1,196 @@
+"""The HTTP shell over :class:`adlens.serve.service.Service` (FastAPI; OpenAPI docs at ``/docs``).
+
+Routes (request / response bodies are the pydantic models below):
+
+- ``POST /v1/score``     candidates x context -> quality scores and the features used
+- ``POST /v1/select``    context + candidate ids -> chosen creative, propensity, decision id, components
+- ``POST /v1/feedback``  decision id + event (impression | click | conversion | dwell), idempotent by event id
+- ``GET  /v1/arms``      arms' counters and posteriors (``?ids=a,b`` to restrict)
+- ``GET  /healthz``      liveness + model / policy in use (no API key needed)
+- ``GET  /metrics``      Prometheus text format
+
+Errors are JSON ``{"detail": message}``: 400/422 bad input, 401 missing or wrong API key, 404 unknown
+id, 409 event id reused for another event, 413 body too large. Handlers are plain ``def`` routes so
+the slow paths (featurising a new image or a free-text context) run in the thread pool; the shared
+state is guarded by the service's lock.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from adlens.bandit.state import EventConflict, UnknownDecision, hash_key
+from adlens.errors import AdlensError, InvalidInput
+from adlens.serve.scoring import UnknownIds
+from adlens.serve.service import Service
+
+__all__ = ["create_app"]
+
+OPEN_PATHS = {"/healthz", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
+
+
+# ---------------------------------------------------------------------------- request models
+class Context(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    article_id: str | None = Field(None, max_length=200, description="an article of the workspace")
+    text: str | None = Field(None, max_length=200_000, description="the page's text, when it is not in the workspace")
+
+
+class Candidate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(..., min_length=1, max_length=200)
+    quality: float | None = Field(None, description="your own 1-10 quality score (skips the model)")
+    brand_risk: float | None = Field(None, ge=0.0, le=1.0, description="brand-safety risk in [0, 1]")
+
+
+class NewCreative(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = Field(None, max_length=200)
+    image_b64: str = Field(..., description="the creative's image file (JPEG/PNG/WebP/GIF) as base64")
+    text: str | None = Field(None, max_length=10_000, description="the ad copy")
+    advertiser: str | None = Field(None, max_length=500)
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    context: Context
+    candidates: list[str | NewCreative | Candidate] = Field(..., min_length=1)
+    include_features: bool = True
+
+
+class SelectRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    context: Context
+    candidates: list[str | Candidate] = Field(..., min_length=1)
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    event_id: str = Field(..., min_length=1, max_length=128, description="your id of this event; retries reuse it")
+    decision_id: str = Field(..., min_length=1, max_length=64)
+    type: Literal["impression", "click", "conversion", "dwell"]
+    value: float | None = Field(None, description="milliseconds for dwell")
+    occurred_at: datetime | None = None
+
+
+def _dump(c: Any) -> Any:
+    return c.model_dump(exclude_none=True) if isinstance(c, BaseModel) else c
+
+
+# ---------------------------------------------------------------------------- metrics
+class _Metrics:
+    """Prometheus counters/histograms in a registry of this app (not the process-global one)."""
+
+    def __init__(self, service: Service):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("adlens_http_requests", "HTTP requests", ["route", "status"], registry=self.registry)
+        self.latency = Histogram("adlens_http_request_seconds", "request handling time", ["route"],
+                                 buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5),
+                                 registry=self.registry)
+        self.decisions = Counter("adlens_decisions", "select decisions", ["policy"], registry=self.registry)
+        self.events = Counter("adlens_feedback_events", "feedback events", ["type", "status"], registry=self.registry)
+        g = Gauge("adlens_model_info", "quality model in use", ["version"], registry=self.registry)
+        g.labels(str(service.scorer.version)).set(1)
+
+    def text(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+# ---------------------------------------------------------------------------- app
+def create_app(service: Service) -> FastAPI:
+    """The FastAPI app over ``service``; API keys (if any are stored) are required on /v1 and /metrics."""
+    app = FastAPI(title="adlens", version="1", description="Score ad creatives for a context, choose one with a "
+                  "bandit, learn from feedback. Errors are JSON {\"detail\": message}.")
+    metrics = _Metrics(service)
+    keys = {"hashes": service.store.active_key_hashes(), "at": time.monotonic()}
+    limit = service.config.max_body_bytes
+
+    def key_ok(request: Request) -> bool:
+        if time.monotonic() - keys["at"] > 10:  # pick up added / revoked keys within 10 s
+            keys["hashes"], keys["at"] = service.store.active_key_hashes(), time.monotonic()
+        if not keys["hashes"]:
+            return True
+        key = request.headers.get("x-api-key")
+        auth = request.headers.get("authorization", "")
+        if key is None and auth.lower().startswith("bearer "):
+            key = auth[7:].strip()
+        return key is not None and hash_key(key) in keys["hashes"]
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        t0 = time.perf_counter()
+        route = request.url.path
+        n = request.headers.get("content-length")
+        if n is not None and (not n.isdigit() or int(n) > limit):
+            resp = JSONResponse({"detail": f"request body larger than {limit} bytes"}, status_code=413)
+        elif request.method == "POST" and n is None and request.headers.get("transfer-encoding"):
+            resp = JSONResponse({"detail": "send a Content-Length (chunked bodies are not accepted)"}, status_code=411)
+        elif route not in OPEN_PATHS and not key_ok(request):
+            resp = JSONResponse({"detail": "missing or invalid API key (X-API-Key or Authorization: Bearer)"},
+                                status_code=401)
+        else:
+            resp = await call_next(request)
+        if route.startswith("/v1/") or route in ("/healthz", "/metrics"):
+            metrics.requests.labels(route, str(resp.status_code)).inc()
+            metrics.latency.labels(route).observe(time.perf_counter() - t0)
+        return resp
+
+    def error(status: int):
+        async def handler(_request: Request, exc: Exception):
+            return JSONResponse({"detail": str(exc)}, status_code=status)
+        return handler
+
+    app.add_exception_handler(UnknownIds, error(404))
+    app.add_exception_handler(UnknownDecision, error(404))
+    app.add_exception_handler(EventConflict, error(409))
+    app.add_exception_handler(InvalidInput, error(422))
+    app.add_exception_handler(AdlensError, error(400))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation(_request: Request, exc: RequestValidationError):
+        msgs = ["{}: {}".format(".".join(str(p) for p in e.get("loc", ()) if p != "body"), e.get("msg")) for e in exc.errors()]
+        return JSONResponse({"detail": "; ".join(msgs[:10]) or "invalid request"}, status_code=422)
+
+    @app.post("/v1/score", summary="Quality scores of candidates for a context")
+    def score(req: ScoreRequest) -> dict[str, Any]:
+        return service.score(_dump(req.context), [_dump(c) for c in req.candidates], req.include_features)
+
+    @app.post("/v1/select", summary="Choose one candidate for a context (bandit) and log the decision")
+    def select(req: SelectRequest) -> dict[str, Any]:
+        out = service.select(_dump(req.context), [_dump(c) for c in req.candidates])
+        metrics.decisions.labels(service.policy.name).inc()
+        return out
+
+    @app.post("/v1/feedback", summary="Report an event for a decision (idempotent by event_id)")
+    def feedback(req: FeedbackRequest) -> dict[str, Any]:
+        out = service.feedback(event_id=req.event_id, decision_id=req.decision_id, type=req.type, value=req.value,
+                               occurred_at=req.occurred_at)
+        metrics.events.labels(req.type, out["status"]).inc()
+        return out
+
+    @app.get("/v1/arms", summary="Arms' counters and posterior CTR")
+    def arms(ids: Annotated[str | None, Query(description="comma-separated arm ids")] = None) -> dict[str, Any]:
+        sel = None if ids is None else [i for i in ids.split(",") if i]
+        return {"arms": service.arms(sel), "totals": service.store.count()}
+
+    @app.get("/healthz", summary="Liveness, model and policy in use")
+    def healthz() -> dict[str, Any]:
+        return service.health()
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    def prom() -> PlainTextResponse:
+        return PlainTextResponse(metrics.text(), media_type="text/plain; version=0.0.4")
+
+    app.state.service = service
+    return app

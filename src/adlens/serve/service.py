@@ -1,0 +1,375 @@
+"""The serving library: score, select, feedback, arms -- what ``adlens serve`` exposes over HTTP.
+
+:class:`Service` owns one workspace, one :class:`~adlens.serve.scoring.ContextScorer`, one bandit
+:class:`~adlens.bandit.policies.Selector` and the :class:`~adlens.bandit.state.BanditStore`. The
+HTTP layer (:mod:`adlens.serve.app`) only parses and calls these methods.
+
+Consistency model: the database is the truth; the service keeps a write-through copy of the arms'
+counters and of the contextual policy's statistics so that a decision needs one write and no read.
+Run one service process per workspace (``adlens serve`` does): a second writer process would not
+see the first one's in-memory counters (its decisions would still be logged correctly).
+
+Example::
+
+    svc = Service(ws, ServeConfig(policy="thompson"))
+    d = svc.select({"article_id": "art_1"}, ["ad_1", "ad_2", "ad_3"])
+    svc.feedback(event_id="e-1", decision_id=d["decision_id"], type="click")
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from adlens.bandit.jobs import current_weights
+from adlens.bandit.policies import (
+    ArmSnapshot,
+    LinearState,
+    LinUCB,
+    Prior,
+    Selector,
+    Weights,
+    default_features,
+    duplicate_flags,
+    policy_from_spec,
+)
+from adlens.bandit.state import BanditStore
+from adlens.errors import InvalidInput
+from adlens.serve.scoring import ContextScorer, UnknownIds, normalise_score
+
+__all__ = ["ServeConfig", "Service"]
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Settings of one service instance (CLI flags of ``adlens serve``; documented in the README).
+
+    policy: policy spec (``thompson``, ``ucb1:alpha=0.5``, ``epsilon_greedy:epsilon=0.1``, ``linucb``).
+    weights: composite weights; None = the workspace's current ones (``adlens bandit reweight``) or defaults.
+    prior: cold-start prior of a new arm's CTR from its predicted quality.
+    model_version: quality model to load (default latest).
+    max_candidates: most candidates per request.
+    max_body_bytes: largest request body accepted (base64 images count).
+    impression_on_select: a decision counts as an impression of the chosen creative when made
+        (serving = showing). False: impressions count only from ``impression`` / ``click`` events.
+    feedback_window_s: events later than this after their decision are stored but not counted.
+    random_state: seed of the selector (None = fresh entropy).
+    """
+    policy: str | Mapping[str, Any] = "thompson"
+    weights: Weights | None = None
+    prior: Prior = field(default_factory=Prior)
+    model_version: str | None = None
+    max_candidates: int = 200
+    max_body_bytes: int = 8 * 1024 * 1024
+    impression_on_select: bool = True
+    feedback_window_s: float = 7 * 24 * 3600.0
+    random_state: int | None = None
+
+
+class Service:
+    """Score / select / feedback over one workspace (see module docstring)."""
+
+    def __init__(self, ws, config: ServeConfig | None = None, context_extractor: Any = None,
+                 creative_extractor: Any = None):
+        self.ws = ws
+        self.config = config or ServeConfig()
+        self.store = BanditStore(ws.engine)
+        self.policy = policy_from_spec(self.config.policy)
+        self.weights = self.config.weights or current_weights(self.store)
+        self.selector = Selector(self.policy, self.weights, self.config.prior, random_state=self.config.random_state)
+        self.scorer = ContextScorer(ws, self.config.model_version, context_extractor=context_extractor)
+        self._creative_fx = creative_extractor
+        self._lock = threading.RLock()  # one decision / one event at a time updates the caches
+        self._arms: dict[str, list[float]] = {}  # id -> [impressions, clicks]
+        self._in_db: set[str] = set()  # arms known to exist in the database
+        self._groups: dict[str, str | None] = {}
+        self.linear: LinearState | None = None
+        self._linear_dim: int | None = None
+        self.started = time.time()
+        self.counters = {"decisions": 0, "events_counted": 0, "events_duplicate": 0, "events_recorded": 0}
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def contextual(self) -> bool:
+        return isinstance(self.policy, LinUCB)
+
+    def _window(self) -> timedelta | None:
+        w = self.config.feedback_window_s
+        return None if w is None or w <= 0 else timedelta(seconds=w)
+
+    def _counts(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        missing = [i for i in ids if i not in self._arms]
+        if missing:
+            got = self.store.arms(missing)
+            for i in missing:
+                a = got.get(i)
+                self._arms[i] = [float(a.impressions), float(a.clicks)] if a else [0.0, 0.0]
+                if a:
+                    self._in_db.add(i)
+        imp = np.array([self._arms[i][0] for i in ids])
+        clk = np.array([self._arms[i][1] for i in ids])
+        return imp, clk
+
+    def _duplicate_groups(self, ids: Sequence[str]) -> list[str | None]:
+        """Canonical image (dedup ledger) of each creative: candidates sharing one are duplicates."""
+        missing = [i for i in ids if i not in self._groups]
+        if missing:
+            from adlens.store.schema import creatives, ledger
+
+            q = (sa.select(creatives.c.ad_id, ledger.c.canonical_id)
+                 .join(ledger, ledger.c.image_id == creatives.c.image_id, isouter=True)
+                 .where(creatives.c.ad_id.in_(missing)))
+            with self.ws.engine.connect() as conn:
+                found = {r.ad_id: (None if r.canonical_id is None else str(r.canonical_id)) for r in conn.execute(q)}
+            for i in missing:
+                self._groups[i] = found.get(i)
+        return [self._groups[i] for i in ids]
+
+    def _linear_state(self, dim: int) -> LinearState:
+        if self.linear is None or self._linear_dim != dim:
+            A, b, _ = self.store.linear_stats(dim, self.policy.ridge)
+            self.linear = LinearState(A=A, b=b)
+            self._linear_dim = dim
+        return self.linear
+
+    @staticmethod
+    def _parse_candidates(candidates: Sequence[Any], max_n: int) -> tuple[list[str], dict[str, float], dict[str, float]]:
+        """ids, given 1-10 quality overrides and brand risks from ``["id", {"id":, "quality":, "brand_risk":}]``."""
+        if not isinstance(candidates, list | tuple) or not candidates:
+            raise InvalidInput("candidates must be a non-empty list")
+        if len(candidates) > max_n:
+            raise InvalidInput(f"{len(candidates)} candidates; at most {max_n} per request")
+        ids: list[str] = []
+        qual: dict[str, float] = {}
+        risk: dict[str, float] = {}
+        for c in candidates:
+            if isinstance(c, str):
+                cid = c
+            elif isinstance(c, Mapping) and isinstance(c.get("id"), str):
+                cid = c["id"]
+                if c.get("quality") is not None:
+                    q = float(c["quality"])
+                    if not (math.isfinite(q) and 1.0 <= q <= 10.0):
+                        raise InvalidInput(f"candidate {cid!r}: quality must be a score in [1, 10], got {c['quality']!r}")
+                    qual[cid] = q
+                if c.get("brand_risk") is not None:
+                    r = float(c["brand_risk"])
+                    if not (math.isfinite(r) and 0.0 <= r <= 1.0):
+                        raise InvalidInput(f"candidate {cid!r}: brand_risk must be in [0, 1], got {c['brand_risk']!r}")
+                    risk[cid] = r
+            else:
+                raise InvalidInput(f"each candidate must be an id string or an object with an 'id'; got {c!r}")
+            if not cid or len(cid) > 200:
+                raise InvalidInput("candidate ids must be 1-200 characters")
+            ids.append(cid)
+        dup = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+        if dup:
+            raise InvalidInput(f"candidate ids repeated: {', '.join(dup)}")
+        return ids, qual, risk
+
+    def context(self, context: Mapping[str, Any] | None):
+        if not isinstance(context, Mapping):
+            raise InvalidInput("context must be an object with 'article_id' or 'text'")
+        extra = set(context) - {"article_id", "text"}
+        if extra:
+            raise InvalidInput(f"unknown context field(s): {', '.join(sorted(extra))}")
+        return self.scorer.context(context.get("article_id"), context.get("text"))
+
+    # ------------------------------------------------------------------ score
+    def score(self, context: Mapping[str, Any], candidates: Sequence[Any], include_features: bool = True) -> dict[str, Any]:
+        """Quality scores for catalog ids and/or new creatives ``{"image_b64", "text", "advertiser"}``."""
+        if not isinstance(candidates, list | tuple) or not candidates:
+            raise InvalidInput("candidates must be a non-empty list")
+        if len(candidates) > self.config.max_candidates:
+            raise InvalidInput(f"{len(candidates)} candidates; at most {self.config.max_candidates} per request")
+        ctx = self.context(context)
+        ids = [c if isinstance(c, str) else c.get("id") for c in candidates if isinstance(c, str) or
+               (isinstance(c, Mapping) and "image_b64" not in c)]
+        if any(not isinstance(i, str) for i in ids):
+            raise InvalidInput("each candidate must be an id string, {'id': ...} or {'image_b64': ..., 'text': ...}")
+        known = self.scorer.score(ids, ctx, with_features=include_features) if ids else {"scores": [], "features": []}
+        new = [c for c in candidates if isinstance(c, Mapping) and "image_b64" in c]
+        fresh = self._score_new(new, ctx) if new else {"scores": [], "features": [], "errors": []}
+        results, ki, ni = [], 0, 0
+        for c in candidates:
+            if isinstance(c, Mapping) and "image_b64" in c:
+                err = fresh["errors"][ni]
+                s = fresh["scores"][ni]
+                r = {"id": c.get("id") or f"new-{ni}", "new": True}
+                if err:
+                    r["error"] = err
+                else:
+                    r.update(_score_fields(s), features=fresh["features"][ni] if include_features else None)
+                ni += 1
+            else:
+                s = known["scores"][ki]
+                r = {"id": ids[ki], "new": False, **_score_fields(s)}
+                if include_features:
+                    r["features"] = known["features"][ki]
+                ki += 1
+            results.append(r)
+        return {"model_version": self.scorer.version, "teacher": self.scorer.teacher,
+                "context": {"key": ctx.key, "article_id": ctx.article_id}, "results": results}
+
+    def _score_new(self, items: Sequence[Mapping[str, Any]], ctx) -> dict[str, Any]:
+        import base64
+        import binascii
+
+        from adlens.ingest.validate import load_image
+
+        fx = self._creative_extractor()
+        rows, errors = [], []
+        for n, c in enumerate(items):
+            name = f"candidate {c.get('id') or n} image"
+            try:
+                raw = c.get("image_b64")
+                if not isinstance(raw, str) or not raw:
+                    raise InvalidInput(f"{name}: image_b64 must be a non-empty base64 string")
+                try:
+                    data = base64.b64decode(raw, validate=True)
+                except (binascii.Error, ValueError):
+                    raise InvalidInput(f"{name}: not valid base64") from None
+                _, img = load_image(data, name, self.ws.settings.max_image_pixels)
+                rows.append(fx.extract(img, str(c.get("text") or ""), c.get("advertiser")))
+                errors.append(None)
+            except InvalidInput as e:  # one bad image must not fail the others
+                rows.append(None)
+                errors.append(str(e))
+        good = [r for r in rows if r is not None]
+        scored = self.scorer.score_new(good, ctx) if good else {"scores": [], "features": []}
+        it = iter(range(len(good)))
+        scores, feats = [], []
+        for r in rows:
+            if r is None:
+                scores.append(math.nan)
+                feats.append(None)
+            else:
+                j = next(it)
+                scores.append(float(scored["scores"][j]))
+                feats.append(scored["features"][j])
+        return {"scores": scores, "features": feats, "errors": errors}
+
+    def _creative_extractor(self):
+        with self._lock:
+            if self._creative_fx is None:
+                from adlens.features.jobs import default_creative_features
+
+                self._creative_fx = default_creative_features()
+            elif callable(self._creative_fx) and not hasattr(self._creative_fx, "extract"):
+                self._creative_fx = self._creative_fx()
+            return self._creative_fx
+
+    # ------------------------------------------------------------------ select
+    def select(self, context: Mapping[str, Any], candidates: Sequence[Any]) -> dict[str, Any]:
+        """Choose one candidate for ``context``; log the decision with its propensity."""
+        ids, given_q, risk = self._parse_candidates(candidates, self.config.max_candidates)
+        ctx = self.context(context)
+        need = [i for i in ids if i not in given_q]
+        scores = np.full(len(ids), np.nan)
+        if need:
+            s = self.scorer.score(need, ctx)["scores"]
+            pos = {i: k for k, i in enumerate(need)}
+            scores = np.array([given_q[i] if i in given_q else s[pos[i]] for i in ids], dtype=np.float64)
+        else:
+            scores = np.array([given_q[i] for i in ids], dtype=np.float64)
+        quality = normalise_score(scores)
+        groups = self._duplicate_groups(ids)
+        with self._lock:
+            imp, clk = self._counts(ids)
+            snap = ArmSnapshot(ids=tuple(ids), quality=quality, clicks=clk, impressions=imp,
+                               duplicate=duplicate_flags(groups, np.nan_to_num(quality, nan=0.5)),
+                               brand_risk=np.array([risk.get(i, 0.0) for i in ids]))
+            x_all = default_features(snap, self.config.prior) if self.contextual else None
+            if x_all is not None:
+                snap.x = x_all
+            state = self._linear_state(x_all.shape[1]) if x_all is not None else None
+            choice = self.selector.select(snap, state)
+            decision_id = uuid.uuid4().hex
+            comp = choice.components
+            # counts at decision time + inputs: enough to replay any policy on this row off-line (OPE)
+            cols = {"p": choice.probabilities, "score": scores, "impressions": imp, "clicks": clk,
+                    "duplicate": snap.duplicate, "brand_risk": snap.brand_risk, **comp}
+            cols = {n: _finite_list(v) for n, v in cols.items()}
+            cands = [{"id": i, **{n: v[k] for n, v in cols.items()}} for k, i in enumerate(ids)]
+            new_q = {i: _finite(quality[k]) for k, i in enumerate(ids) if i not in self._in_db}
+            x = None if x_all is None else x_all[choice.index]
+            self.store.record_decision(
+                decision_id=decision_id, chosen=choice.arm_id, propensity=float(choice.propensity), candidates=cands,
+                policy=self.policy.to_dict(), weights=self.weights.to_dict(), context_id=ctx.article_id,
+                context_hash=ctx.key, model_version=self.scorer.version, x=x,
+                count_impression=self.config.impression_on_select, quality=new_q, arms_exist=True)
+            self._in_db.update(ids)
+            if self.config.impression_on_select:
+                self._arms[choice.arm_id][0] += 1
+                if state is not None:
+                    state.partial_fit(x, np.zeros(1))
+            self.counters["decisions"] += 1
+        return {"decision_id": decision_id, "chosen": choice.arm_id, "propensity": float(choice.propensity),
+                "policy": self.policy.to_dict(), "model_version": self.scorer.version,
+                "context": {"key": ctx.key, "article_id": ctx.article_id}, "candidates": cands}
+
+    # ------------------------------------------------------------------ feedback
+    def feedback(self, *, event_id: str, decision_id: str, type: str, value: float | None = None,
+                 occurred_at: datetime | None = None) -> dict[str, Any]:
+        """Record one event (idempotent by ``event_id``; late events accepted, see ServeConfig)."""
+        with self._lock:
+            r = self.store.record_event(event_id, decision_id, type, value, occurred_at, window=self._window())
+            ch = r["changed"]
+            arm = self._arms.get(r["arm_id"])
+            if arm is not None:  # keep the write-through copy equal to the database
+                arm[0] += ch.get("impressions", 0)
+                arm[1] += ch.get("clicks", 0)
+            if self.linear is not None and ("impressions" in ch or "clicks" in ch):
+                x = self.store.decision(decision_id).get("x")
+                if x is not None and len(x) == self._linear_dim:
+                    xv = np.asarray(x, float)
+                    if "impressions" in ch:
+                        self.linear.partial_fit(xv, np.zeros(1))
+                    if "clicks" in ch:
+                        self.linear.b = self.linear.b + xv  # reward of an already-counted impression
+            self.counters["events_" + ("duplicate" if r["status"] == "duplicate" else
+                                       "counted" if r["status"] == "counted" else "recorded")] += 1
+        return {"event_id": event_id, "decision_id": decision_id, **r}
+
+    # ------------------------------------------------------------------ arms
+    def arms(self, ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Counters and posterior of every arm (or ``ids``), best posterior mean first."""
+        from adlens.bandit.jobs import arms_table
+
+        return arms_table(self.ws, ids, self.config.prior)
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "model_version": self.scorer.version, "policy": self.policy.to_dict(),
+                "weights": self.weights.to_dict(), "uptime_s": round(time.time() - self.started, 1),
+                **self.counters}
+
+
+def _finite_list(a) -> list:
+    """Array -> JSON-ready list (NaN / inf -> None; bools stay bools)."""
+    a = np.asarray(a)
+    if a.dtype == bool:
+        return a.tolist()
+    a = a.astype(float)
+    out = a.tolist()
+    if not np.isfinite(a).all():
+        out = [v if math.isfinite(v) else None for v in out]
+    return out
+
+
+def _finite(v) -> float | None:
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _score_fields(s: float) -> dict[str, Any]:
+    s = float(s)
+    return {"score": _finite(s), "quality": _finite(normalise_score(s))}

@@ -1,0 +1,267 @@
+"""The HTTP service over a tiny trained workspace: score, select, feedback, arms, health, metrics,
+API keys, size limits, bad requests (4xx with a message), exact counts under concurrent load,
+restart without loss."""
+
+from __future__ import annotations
+
+import base64
+import random
+import threading
+
+import numpy as np
+import pytest
+from conftest import banner, encode
+from fastapi.testclient import TestClient
+
+from adlens.bandit.state import BanditStore
+from adlens.serve import ServeConfig, Service, create_app
+from adlens.workspace import open_workspace
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A workspace with 24 featurised ads, their articles and a registered quality model."""
+    from test_quality_jobs import FAST, build
+
+    from adlens.config import Settings
+    from adlens.quality import jobs as q
+    from adlens.workspace import init_workspace
+
+    root = tmp_path_factory.mktemp("serve")
+    settings = Settings(workspace=root / "ws", workers=2)
+    ws = init_workspace(settings.workspace, settings)
+    build(ws, root)
+    q.build_pairs(ws, random_state=0)
+    q.compute_pair_features(ws)
+    q.teach(ws, "rubric")
+    q.train(ws, **FAST)
+    ws.close()
+    return settings
+
+
+def _service(settings, **cfg):
+    from test_quality_jobs import light
+
+    cr, cx = light()
+    ws = open_workspace(settings.workspace, settings)
+    return ws, Service(ws, ServeConfig(random_state=0, **cfg), context_extractor=cx, creative_extractor=cr)
+
+
+@pytest.fixture()
+def client(trained):
+    ws, svc = _service(trained)
+    with TestClient(create_app(svc)) as c:
+        c.service = svc
+        yield c
+    ws.close()
+
+
+ADS = [f"ad{i:02d}" for i in range(24)]
+
+
+def test_score_known_ids_matches_the_batch_scorer(client, trained):
+    from adlens.quality.jobs import score as batch_score
+
+    r = client.post("/v1/score", json={"context": {"article_id": "art03"}, "candidates": ["ad03", "ad05"]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_version"] == "v0001"
+    res = {x["id"]: x for x in body["results"]}
+    with open_workspace(trained.workspace, trained) as ws:
+        for a in ("ad03", "ad05"):
+            want = batch_score(ws, a, "art03")
+            assert res[a]["score"] == pytest.approx(want["score"], abs=1e-3)
+            assert res[a]["quality"] == pytest.approx((want["score"] - 1) / 9, abs=1e-3)
+            assert set(res[a]["features"]) == set(want["features"])
+
+
+def test_score_new_creative_from_base64_and_bad_image_in_same_batch(client):
+    good = base64.b64encode(encode(banner(7))).decode()
+    bad = base64.b64encode(b"<html>not an image</html>").decode()
+    r = client.post("/v1/score", json={"context": {"text": "Runners train for the marathon in Paris."},
+                                       "candidates": [{"id": "new1", "image_b64": good, "text": "Acme shoes SHOP NOW"},
+                                                      {"id": "new2", "image_b64": bad}, "ad01"]})
+    assert r.status_code == 200, r.text
+    res = r.json()["results"]
+    assert [x["id"] for x in res] == ["new1", "new2", "ad01"]
+    assert 1.0 <= res[0]["score"] <= 10.0 and res[0]["new"] is True
+    assert "error" in res[1] and "new2" in res[1]["error"]
+    assert res[2]["score"] is not None
+
+
+def test_select_returns_a_candidate_with_propensity_and_logs_it(client):
+    cands = ADS[:20]
+    r = client.post("/v1/select", json={"context": {"article_id": "art00"}, "candidates": cands})
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert d["chosen"] in cands and 0 < d["propensity"] <= 1
+    ps = {c["id"]: c["p"] for c in d["candidates"]}
+    assert list(ps) == cands and sum(ps.values()) == pytest.approx(1.0)
+    assert ps[d["chosen"]] == pytest.approx(d["propensity"])
+    for c in d["candidates"]:
+        assert {"quality", "ctr", "novelty", "duplicate_penalty", "brand_penalty", "total", "score"} <= set(c)
+    logged = client.service.store.decision(d["decision_id"])
+    assert logged["chosen"] == d["chosen"] and logged["propensity"] == pytest.approx(d["propensity"])
+    assert logged["impression"] == 1
+
+
+def test_cold_start_prior_comes_from_predicted_quality(client):
+    """With no clicks anywhere, Thompson sampling prefers the creative the model scores higher."""
+    r = client.post("/v1/select", json={"context": {"article_id": "art01"},
+                                        "candidates": [{"id": "ad01", "quality": 10.0}, {"id": "ad02", "quality": 1.0}]})
+    ps = {c["id"]: c["p"] for c in r.json()["candidates"]}
+    assert ps["ad01"] > 0.9
+
+
+def test_feedback_is_idempotent_and_late_clicks_count(client):
+    d = client.post("/v1/select", json={"context": {"article_id": "art02"}, "candidates": ADS[:5]}).json()
+    ev = {"event_id": "click-x", "decision_id": d["decision_id"], "type": "click"}
+    before = {a["arm_id"]: a for a in client.get("/v1/arms").json()["arms"]}[d["chosen"]]["clicks"]
+    r1 = client.post("/v1/feedback", json=ev)
+    r2 = client.post("/v1/feedback", json=ev)
+    assert r1.status_code == r2.status_code == 200
+    assert r1.json()["status"] == "counted" and r2.json()["status"] == "duplicate"
+    after = {a["arm_id"]: a for a in client.get("/v1/arms").json()["arms"]}[d["chosen"]]["clicks"]
+    assert after == before + 1
+    assert client.post("/v1/feedback", json={**ev, "type": "conversion"}).status_code == 409
+
+
+@pytest.mark.parametrize("path, body, status, match", [
+    ("/v1/select", {"context": {"article_id": "art00"}, "candidates": []}, 422, "candidates"),
+    ("/v1/select", {"context": {"article_id": "art00"}, "candidates": ["ad01", "ad01"]}, 422, "repeated"),
+    ("/v1/select", {"context": {"article_id": "art00"}, "candidates": ["ad01", "nope"]}, 404, "nope"),
+    ("/v1/select", {"context": {"article_id": "missing"}, "candidates": ["ad01"]}, 404, "missing"),
+    ("/v1/select", {"context": {}, "candidates": ["ad01"]}, 422, "article_id or text"),
+    ("/v1/select", {"context": {"article_id": "art00", "text": "x"}, "candidates": ["ad01"]}, 422, "exactly one"),
+    ("/v1/select", {"context": {"text": "   "}, "candidates": ["ad01"]}, 422, "empty"),
+    ("/v1/select", {"context": {"article_id": "art00"}, "candidates": [{"id": "ad01", "quality": 11}]}, 422, "quality"),
+    ("/v1/select", {"context": {"article_id": "art00"}, "candidates": [{"id": "ad01", "brand_risk": 2}]}, 422,
+     "brand_risk"),
+    ("/v1/select", {"candidates": ["ad01"]}, 422, "context"),
+    ("/v1/feedback", {"event_id": "e", "decision_id": "nope", "type": "click"}, 404, "unknown decision_id"),
+    ("/v1/feedback", {"event_id": "e", "decision_id": "d", "type": "like"}, 422, "type"),
+    ("/v1/score", {"context": {"article_id": "art00"}, "candidates": [{"image_b64": "!!!"}]}, 200, ""),
+])
+def test_bad_requests_get_4xx_with_a_message(client, path, body, status, match):
+    r = client.post(path, json=body)
+    assert r.status_code == status, r.text
+    if status != 200:
+        assert match in r.json()["detail"]
+    else:
+        assert "not valid base64" in r.json()["results"][0]["error"]
+
+
+def test_malformed_json_and_huge_bodies(trained):
+    ws, svc = _service(trained, max_body_bytes=2048)
+    with TestClient(create_app(svc)) as c:
+        r = c.post("/v1/select", content=b"{not json", headers={"content-type": "application/json"})
+        assert r.status_code == 422
+        r = c.post("/v1/select", json={"context": {"text": "x" * 5000}, "candidates": ["ad01"]})
+        assert r.status_code == 413 and "larger than 2048" in r.json()["detail"]
+        r = c.post("/v1/select", json={"context": {"article_id": "art00"}, "candidates": ADS[:3] * 1})
+        assert r.status_code == 200
+    ws.close()
+    ws, svc = _service(trained, max_candidates=2)
+    with TestClient(create_app(svc)) as c:
+        r = c.post("/v1/select", json={"context": {"article_id": "art00"}, "candidates": ADS[:3]})
+        assert r.status_code == 422 and "at most 2" in r.json()["detail"]
+    ws.close()
+
+
+def test_api_keys_are_required_once_configured(trained):
+    ws, svc = _service(trained)
+    store = BanditStore(ws.engine)
+    key = store.add_key("test-client")
+    try:
+        with TestClient(create_app(svc)) as c:
+            body = {"context": {"article_id": "art00"}, "candidates": ADS[:3]}
+            assert c.post("/v1/select", json=body).status_code == 401
+            assert c.post("/v1/select", json=body, headers={"x-api-key": "wrong"}).status_code == 401
+            assert c.post("/v1/select", json=body, headers={"x-api-key": key}).status_code == 200
+            assert c.post("/v1/select", json=body, headers={"authorization": f"Bearer {key}"}).status_code == 200
+            assert c.get("/healthz").status_code == 200  # liveness stays open
+            assert c.get("/metrics").status_code == 401
+    finally:
+        store.revoke_key("test-client")
+        ws.close()
+
+
+def test_health_metrics_and_openapi(client):
+    client.post("/v1/select", json={"context": {"article_id": "art00"}, "candidates": ADS[:4]})
+    h = client.get("/healthz").json()
+    assert h["status"] == "ok" and h["model_version"] == "v0001" and h["policy"]["name"] == "thompson"
+    m = client.get("/metrics")
+    assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain")
+    assert 'adlens_decisions_total{policy="thompson"}' in m.text
+    assert 'adlens_http_requests_total{route="/v1/select",status="200"}' in m.text
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/score", "/v1/select", "/v1/feedback", "/v1/arms", "/healthz", "/metrics"} <= set(paths)
+
+
+@pytest.mark.parametrize("policy", ["thompson", "ucb1", "epsilon_greedy:epsilon=0.2", "linucb"])
+def test_every_policy_serves_and_learns(trained, policy):
+    ws, svc = _service(trained, policy=policy)
+    with TestClient(create_app(svc)) as c:
+        for i in range(30):
+            d = c.post("/v1/select", json={"context": {"article_id": f"art{i % 24:02d}"}, "candidates": ADS[:6]}).json()
+            assert sum(x["p"] for x in d["candidates"]) == pytest.approx(1.0)
+            if d["chosen"] == "ad00":
+                assert c.post("/v1/feedback", json={"event_id": f"{policy}-{i}", "decision_id": d["decision_id"],
+                                                    "type": "click"}).json()["status"] == "counted"
+    ws.close()
+
+
+def test_concurrent_select_and_feedback_over_http_lose_nothing(trained):
+    """8 client threads: 240 selects, clicks on a third of them, every click sent twice."""
+    ws, svc = _service(trained)
+    base = svc.store.count()
+    clicked: list[str] = []
+    lock = threading.Lock()
+    with TestClient(create_app(svc)) as c:
+        def worker(t):
+            rng = random.Random(t)
+            for i in range(30):
+                d = c.post("/v1/select", json={"context": {"article_id": f"art{rng.randrange(24):02d}"},
+                                               "candidates": rng.sample(ADS, 20)}).json()
+                if i % 3 == 0:
+                    ev = {"event_id": f"t{t}-{i}", "decision_id": d["decision_id"], "type": "click"}
+                    statuses = {c.post("/v1/feedback", json=ev).json()["status"] for _ in range(2)}
+                    assert statuses == {"counted", "duplicate"}
+                    with lock:
+                        clicked.append(d["chosen"])
+
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    now = svc.store.count()
+    assert now["decisions"] - base["decisions"] == 240
+    assert now["clicks"] - base["clicks"] == len(clicked) == 80
+    # the in-memory copy equals the database
+    db = svc.store.arms()
+    for a, (imp, clk) in svc._arms.items():
+        assert (db[a].impressions, db[a].clicks) == (imp, clk)
+    ws.close()
+
+
+def test_restart_keeps_arms_and_linucb_statistics(trained):
+    ws, svc = _service(trained, policy="linucb")
+    for i in range(10):
+        d = svc.select({"article_id": "art00"}, ADS[:4])
+        if i % 2:
+            svc.feedback(event_id=f"r{i}", decision_id=d["decision_id"], type="click")
+    A, b = svc.linear.A.copy(), svc.linear.b.copy()
+    arms = {a["arm_id"]: (a["impressions"], a["clicks"]) for a in svc.arms()}
+    ws.close()
+    ws2, svc2 = _service(trained, policy="linucb")
+    d2 = svc2.select({"article_id": "art00"}, ADS[:4])  # rebuilds the statistics from the log
+    A2, b2 = svc2.linear.A, svc2.linear.b
+    # rebuilt from the log = what the first process had, plus the new decision's impression
+    xl = np.asarray(svc2.store.decision(d2["decision_id"])["x"])
+    np.testing.assert_allclose(A2, A + np.outer(xl, xl), rtol=1e-9)
+    np.testing.assert_allclose(b2, b, rtol=1e-9)
+    arms2 = {a["arm_id"]: (a["impressions"], a["clicks"]) for a in svc2.arms()}
+    assert sum(v[0] for v in arms2.values()) == sum(v[0] for v in arms.values()) + 1
+    assert sum(v[1] for v in arms2.values()) == sum(v[1] for v in arms.values())
+    ws2.close()
