@@ -265,3 +265,93 @@ def test_restart_keeps_arms_and_linucb_statistics(trained):
     assert sum(v[0] for v in arms2.values()) == sum(v[0] for v in arms.values()) + 1
     assert sum(v[1] for v in arms2.values()) == sum(v[1] for v in arms.values())
     ws2.close()
+
+
+# ---------------------------------------------------------------------------- adlens bandit / keys CLI
+def _run(*args):
+    from typer.testing import CliRunner
+
+    from adlens.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_bandit_cli_arms_export_ope_reweight(trained, tmp_path):
+    import json
+
+    ws, svc = _service(trained, policy="epsilon_greedy:epsilon=0.5")
+    rng = random.Random(3)
+    for i in range(400):
+        d = svc.select({"article_id": f"art{rng.randrange(24):02d}"}, rng.sample(ADS, 5))
+        # clicks depend on the creative: even ids click far more often
+        p = 0.5 if int(d["chosen"][2:]) % 2 == 0 else 0.05
+        if rng.random() < p:
+            svc.feedback(event_id=f"cli-{i}", decision_id=d["decision_id"], type="click")
+    ws.close()
+    w = ["--workspace", str(trained.workspace)]
+    r = _run("bandit", "arms", "--json", *w)
+    assert r.exit_code == 0, r.output
+    arms = json.loads(r.stdout)
+    assert {a["arm_id"] for a in arms} <= set(ADS) and all(a["impressions"] >= a["clicks"] for a in arms)
+    assert [a["posterior_mean"] for a in arms] == sorted((a["posterior_mean"] for a in arms), reverse=True)
+
+    log = tmp_path / "log.jsonl"
+    r = _run("bandit", "export", str(log), *w)
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    with open_workspace(trained.workspace, trained) as ws2:
+        assert len(lines) == BanditStore(ws2.engine).count()["decisions"]
+    assert len({x["decision_id"] for x in lines}) == len(lines)
+
+    r = _run("bandit", "ope", "--policy", "uniform", "--json", "--bootstrap", "200", *w)
+    assert r.exit_code == 0, r.output
+    o = json.loads(r.stdout)
+    for k in ("ips", "snips", "dr"):
+        assert o[k]["ci_low"] <= o[k]["value"] <= o[k]["ci_high"]
+    r = _run("bandit", "ope", "--policy", "thompson", "--json", "--bootstrap", "200", *w)
+    assert r.exit_code == 0, r.output
+    # Thompson on the logged snapshots favours the arms that were clicked: worth more than uniform
+    assert json.loads(r.stdout)["snips"]["value"] > o["snips"]["value"]
+
+    r = _run("bandit", "reweight", "--json", "--apply", "--report", str(tmp_path / "rw.html"), *w)
+    assert r.exit_code == 0, r.output
+    rw = json.loads(r.stdout)
+    assert rw["applied"] and set(rw["weights"]) >= {"quality", "ctr", "novelty"}
+    assert (tmp_path / "rw.html").read_text().startswith("<!doctype html>")
+    with open_workspace(trained.workspace, trained) as ws3:
+        _, svc3 = None, Service(ws3, ServeConfig())
+        assert svc3.weights.to_dict() == rw["weights"]  # the next service uses the fitted weights
+        BanditStore(ws3.engine).put_state("weights", {"weights": rw["previous"]})
+
+
+def test_bandit_cli_errors_are_clear(trained, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("action,reward\na,1\n")
+    r = _run("bandit", "ope", str(bad), "--policy", "uniform")
+    assert r.exit_code == 2 and "propensity" in r.output
+    r = _run("bandit", "ope", str(bad), "--policy", "thompson")
+    assert r.exit_code == 2
+    r = _run("bandit", "simulate", "--policies", "nope")
+    assert r.exit_code == 2 and "unknown policy" in r.output
+
+
+def test_bandit_simulate_report(tmp_path):
+    import json
+
+    rep = tmp_path / "sim.html"
+    r = _run("bandit", "simulate", "--policies", "thompson,epsilon_greedy", "--steps", "400", "--seeds", "1",
+             "--arms", "5", "--report", str(rep), "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert set(out["policies"]) == {"thompson", "epsilon_greedy"}
+    assert "<svg" in rep.read_text()
+
+
+def test_keys_cli(trained):
+    w = ["--workspace", str(trained.workspace)]
+    r = _run("keys", "add", "cli-key", *w)
+    assert r.exit_code == 0 and r.stdout.strip().startswith("adl_")
+    assert "cli-key" in _run("keys", "list", *w).stdout
+    assert _run("keys", "revoke", "cli-key", *w).exit_code == 0
+    assert "revoked" in _run("keys", "list", *w).stdout
+    assert _run("keys", "revoke", "nope", *w).exit_code == 2

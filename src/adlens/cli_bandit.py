@@ -195,8 +195,9 @@ def register(app: typer.Typer) -> None:
         if as_json:
             _print_json({k: v for k, v in r.items() if k != "svg"})
             return
-        for name, v in r["final_regret"].items():
-            out.print(f"{name:16s} regret {v['mean']:.1f} ± {v['sd']:.1f}")
+        for name, v in r["policies"].items():
+            out.print(f"{name:16s} regret {v['final_regret_mean']:.1f} ± {v['final_regret_sd']:.1f}  "
+                      f"CTR {v['ctr_mean']:.4f}")
         if report:
             out.print(f"report: {report}")
 

@@ -65,41 +65,40 @@ def export_log(ws, path: str | Path) -> int:
 
 
 def service_log(ws, only_impressions: bool = True):
-    """The service's decisions as OPE input: ``(LoggedData, snapshots, rows)``.
+    """The service's decisions as OPE input: ``(LoggedData, snapshots, action_names)``.
 
-    Candidate sets differ per decision; they are padded to the largest with a mask. Each row's
+    Actions are the arms (creative ids, sorted); each row's ``mask`` marks its candidates and its
     :class:`ArmSnapshot` holds the counters and inputs *at decision time*, so any policy can be
-    replayed on it. Reward = click (0/1)."""
+    replayed on it. Per-candidate reward-model features: the logged quality, CTR estimate and
+    novelty. Reward = click (0/1)."""
     from adlens.bandit.ope import LoggedData
-    from adlens.bandit.policies import ArmSnapshot
+    from adlens.bandit.policies import ArmSnapshot, normalise_quality
 
     rows = [d for d in BanditStore(ws.engine).decisions() if d["impression"] or not only_impressions]
     if not rows:
         raise InvalidInput("the service has logged no decisions yet (run `adlens serve` and send /v1/select)")
-    K = max(len(d["candidates"]) for d in rows)
-    n = len(rows)
-    actions = np.zeros(n, int)
-    mask = np.zeros((n, K), bool)
+    names = sorted({c["id"] for d in rows for c in d["candidates"]})
+    col = {a: j for j, a in enumerate(names)}
+    n, A = len(rows), len(names)
+    feats = ("quality", "ctr", "novelty")
+    mask = np.zeros((n, A), bool)
+    AF = np.zeros((n, A, len(feats)))
+    actions = np.array([col[d["chosen"]] for d in rows])
     snaps = []
     for i, d in enumerate(rows):
         c = d["candidates"]
-        ids = [x["id"] for x in c]
-        actions[i] = ids.index(d["chosen"])
-        mask[i, :len(c)] = True
-        q = np.array([np.nan if x.get("score") is None else (min(max((x["score"] - 1) / 9, 0), 1)) for x in c])
-        snaps.append(ArmSnapshot(ids=tuple(ids), quality=q, clicks=np.array([x.get("clicks", 0.0) for x in c]),
-                                 impressions=np.array([x.get("impressions", 0.0) for x in c]),
+        js = [col[x["id"]] for x in c]
+        mask[i, js] = True
+        AF[i, js] = [[x.get(f) if x.get(f) is not None else 0.0 for f in feats] for x in c]
+        score = np.array([np.nan if x.get("score") is None else x["score"] for x in c], float)
+        snaps.append(ArmSnapshot(ids=tuple(x["id"] for x in c), quality=normalise_quality(score),
+                                 clicks=np.array([x.get("clicks", 0.0) for x in c], float),
+                                 impressions=np.array([x.get("impressions", 0.0) for x in c], float),
                                  duplicate=np.array([bool(x.get("duplicate")) for x in c]),
-                                 brand_risk=np.array([x.get("brand_risk", 0.0) for x in c])))
-    # per-candidate features for the reward model: the logged score components (padded with 0)
-    names = ("quality", "ctr", "novelty")
-    AF = np.zeros((n, K, len(names)))
-    for i, d in enumerate(rows):
-        for k, x in enumerate(d["candidates"]):
-            AF[i, k] = [x.get(nm) if x.get(nm) is not None else 0.0 for nm in names]
+                                 brand_risk=np.array([x.get("brand_risk", 0.0) for x in c], float)))
     log = LoggedData(actions=actions, rewards=np.array([float(d["clicked"]) for d in rows]),
                      propensities=np.array([d["propensity"] for d in rows]), mask=mask, action_features=AF)
-    return log, snaps, rows
+    return log, snaps, names
 
 
 def reweight(ws, apply: bool = False, report: str | Path | None = None) -> dict[str, Any]:
@@ -140,7 +139,7 @@ def ope(policy: str, *, ws=None, path: str | Path | None = None, n_boot: int = 1
         log, names = O.read_log(path)
         snaps = None
     else:
-        log, snaps, _ = service_log(ws)
+        log, snaps, names = service_log(ws)
     name, _, params = policy.partition(":")
     if name == "uniform":
         target = O.target_uniform(log)
@@ -152,8 +151,8 @@ def ope(policy: str, *, ws=None, path: str | Path | None = None, n_boot: int = 1
             raise InvalidInput(f"policy {policy!r} needs the service's own log (per-decision snapshots); "
                                "for a log file use uniform or greedy-model")
         store = BanditStore(ws.engine)
-        target = O.target_from_policy(policy_from_spec(policy), snaps, current_weights(store), None,
-                                      random_state=random_state)
+        target = O.target_from_policy(policy_from_spec(policy), snaps, current_weights(store),
+                                      random_state=random_state, action_names=names)
     r = O.evaluate(log, target, n_boot=n_boot, random_state=random_state)
     return {"policy": policy, "source": str(path) if path else "service log", **r}
 
@@ -170,8 +169,8 @@ def simulate(policies: Sequence[str], steps: int = 5000, seeds: int = 3, n_arms:
     svg = S.regret_svg(r)
     out = {**r, "svg": svg}
     if report:
-        rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v['mean']:.1f}</td><td>{v['sd']:.1f}</td></tr>"
-                       for k, v in r["final_regret"].items())
+        rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v['final_regret_mean']:.1f}</td>"
+                       f"<td>{v['final_regret_sd']:.1f}</td></tr>" for k, v in r["policies"].items())
         _write_page(report, "adlens — bandit simulation",
                     f"<p>{steps} steps, {seeds} seeds, {n_arms} arms.</p>{svg}"
                     f"<table><tr><th>policy</th><th>final regret (mean)</th><th>sd</th></tr>{rows}</table>")
