@@ -33,6 +33,7 @@ from adlens.serve.service import Service
 
 __all__ = ["create_app"]
 
+ROUTES = {"/v1/score", "/v1/select", "/v1/feedback", "/v1/arms", "/healthz", "/metrics"}
 OPEN_PATHS = {"/healthz", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
 
 
@@ -80,6 +81,16 @@ class FeedbackRequest(BaseModel):
     occurred_at: datetime | None = None
 
 
+class _Wrap:
+    """Adapter so a function ``fn(inner_app) -> asgi_app`` can be passed to ``add_middleware``."""
+
+    def __init__(self, app, fn):
+        self.asgi = fn(app)
+
+    async def __call__(self, scope, receive, send):
+        await self.asgi(scope, receive, send)
+
+
 def _dump(c: Any) -> Any:
     return c.model_dump(exclude_none=True) if isinstance(c, BaseModel) else c
 
@@ -116,35 +127,50 @@ def create_app(service: Service) -> FastAPI:
     keys = {"hashes": service.store.active_key_hashes(), "at": time.monotonic()}
     limit = service.config.max_body_bytes
 
-    def key_ok(request: Request) -> bool:
+    def key_ok(headers: dict[bytes, bytes]) -> bool:
         if time.monotonic() - keys["at"] > 10:  # pick up added / revoked keys within 10 s
             keys["hashes"], keys["at"] = service.store.active_key_hashes(), time.monotonic()
         if not keys["hashes"]:
             return True
-        key = request.headers.get("x-api-key")
-        auth = request.headers.get("authorization", "")
+        key = headers.get(b"x-api-key", b"").decode("latin-1") or None
+        auth = headers.get(b"authorization", b"").decode("latin-1")
         if key is None and auth.lower().startswith("bearer "):
             key = auth[7:].strip()
         return key is not None and hash_key(key) in keys["hashes"]
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        t0 = time.perf_counter()
-        route = request.url.path
-        n = request.headers.get("content-length")
-        if n is not None and (not n.isdigit() or int(n) > limit):
-            resp = JSONResponse({"detail": f"request body larger than {limit} bytes"}, status_code=413)
-        elif request.method == "POST" and n is None and request.headers.get("transfer-encoding"):
-            resp = JSONResponse({"detail": "send a Content-Length (chunked bodies are not accepted)"}, status_code=411)
-        elif route not in OPEN_PATHS and not key_ok(request):
-            resp = JSONResponse({"detail": "missing or invalid API key (X-API-Key or Authorization: Bearer)"},
-                                status_code=401)
-        else:
-            resp = await call_next(request)
-        if route.startswith("/v1/") or route in ("/healthz", "/metrics"):
-            metrics.requests.labels(route, str(resp.status_code)).inc()
-            metrics.latency.labels(route).observe(time.perf_counter() - t0)
-        return resp
+    def guard(inner):
+        """Pure ASGI middleware (cheaper than BaseHTTPMiddleware on the hot path): size limit, API
+        key, per-route request counter and latency histogram."""
+        async def asgi(scope, receive, send):
+            if scope["type"] != "http":
+                return await inner(scope, receive, send)
+            t0 = time.perf_counter()
+            route = scope["path"]
+            headers = dict(scope["headers"])
+            n = headers.get(b"content-length")
+            status = {"code": 500}
+
+            async def send_(msg):
+                if msg["type"] == "http.response.start":
+                    status["code"] = msg["status"]
+                await send(msg)
+
+            if n is not None and (not n.isdigit() or int(n) > limit):
+                await JSONResponse({"detail": f"request body larger than {limit} bytes"}, status_code=413)(scope, receive, send_)
+            elif scope["method"] == "POST" and n is None:
+                await JSONResponse({"detail": "send a Content-Length (chunked bodies are not accepted)"},
+                                   status_code=411)(scope, receive, send_)
+            elif route not in OPEN_PATHS and not key_ok(headers):
+                await JSONResponse({"detail": "missing or invalid API key (X-API-Key or Authorization: Bearer)"},
+                                   status_code=401)(scope, receive, send_)
+            else:
+                await inner(scope, receive, send_)
+            label = route if route in ROUTES else "other"  # bounded label set, whatever clients send
+            metrics.requests.labels(label, str(status["code"])).inc()
+            metrics.latency.labels(label).observe(time.perf_counter() - t0)
+        return asgi
+
+    app.add_middleware(_Wrap, fn=guard)
 
     def error(status: int):
         async def handler(_request: Request, exc: Exception):
