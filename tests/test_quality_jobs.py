@@ -155,6 +155,12 @@ def test_labels_teacher_and_stage_report(tiny, tmp_path):
     html = Environment(loader=PackageLoader("adlens", "templates")).get_template("section_quality.html").render(
         quality={**sec, **rep})
     assert "Held-out metrics" in html and "positive" in html
+    # the calibration plot is inlined as SVG (not escaped) and has one point per calibration bin
+    import xml.etree.ElementTree as ET
+    assert "Calibration" in html and "&lt;svg" not in html
+    svg = ET.fromstring(html[html.index("<svg"): html.index("</svg>") + 6])
+    pts = [e for e in svg.iter("{http://www.w3.org/2000/svg}circle") if e.get("class") == "bin"]
+    assert len(pts) == len(sec["metrics"]["calibration"]) >= 1
 
 
 def test_stage_skips_small_workspace(ws, tmp_path):

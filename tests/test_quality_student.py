@@ -111,3 +111,26 @@ def test_fast_scorer_edge_cases():
         assert fs.score(X[:0]).shape == (0,)
     with pytest.raises(ValueError):
         fs.score(X[:, :3])
+
+
+def test_fast_scorer_from_model_file_matches_xgboost(tmp_path):
+    """The no-Booster path (one JSON parse) gives XGBoost's predictions, with an iteration range,
+    uneven tree depths, NaNs, and degenerate single-leaf trees."""
+    import xgboost as xgb
+
+    rng = np.random.default_rng(2)
+    X = rng.uniform(size=(400, 6)).astype(np.float32)
+    X[rng.uniform(size=X.shape) < 0.1] = np.nan
+    y = np.where(np.nan_to_num(X[:, 0]) > 0.8, 5.0, 0.0) + np.nan_to_num(X[:, 1]) + 0.1 * rng.normal(size=400)
+    m = xgb.XGBRegressor(n_estimators=40, max_depth=6, min_child_weight=20, n_jobs=1).fit(X, y)
+    path = tmp_path / "model.json"
+    m.get_booster().save_model(str(path))
+    for backend in ("auto", "numpy"):
+        fs = FastScorer.from_model_file(path, iteration_range=(0, 25), backend=backend)
+        np.testing.assert_allclose(fs.score(X), m.predict(X, iteration_range=(0, 25)), atol=1e-5, rtol=0)
+    # a constant target: every tree is a lone leaf (depth 0)
+    c = xgb.XGBRegressor(n_estimators=5, n_jobs=1).fit(X, np.full(400, 3.0))
+    c.get_booster().save_model(str(path))
+    for backend in ("auto", "numpy"):
+        np.testing.assert_allclose(FastScorer.from_model_file(path, backend=backend).score(X[:7]), c.predict(X[:7]),
+                                   atol=1e-5, rtol=0)

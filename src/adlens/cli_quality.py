@@ -1,11 +1,19 @@
 """CLI of the quality scorer (registered by ``adlens.cli``)::
 
     adlens pairs [--seed N] [--json] [-w WS]
-    adlens teach [--teacher rubric|labels|openai] [--labels FILE --ad-column C --article-column C
-                 --score-column C --scale LO,HI] [--base-url URL --model M --budget USD] [--json] [-w WS]
+    adlens teach [--teacher rubric|labels|openai]
+                 labels: [--labels FILE --ad-column C --article-column C --score-column C --scale LO,HI]
+                 openai: [--base-url URL --model M --api-key-env VAR --price-in USD --price-out USD
+                          --budget USD --est-cost USD --workers N --timeout S --retries N --no-json-mode]
+                 [--json] [-w WS]
     adlens train [--teacher T] [--seed N] [--json] [-w WS]
-    adlens evaluate quality [--version vNNNN] [--json] [-w WS]
+    adlens evaluate quality [--version vNNNN] [--report PATH] [--json] [-w WS]
     adlens score AD_ID ARTICLE_ID_OR_TEXT [--json] [-w WS]
+
+The API key of the ``openai`` teacher is never a command-line argument (it would land in the shell
+history and the process list): it is read from the environment variable named by ``--api-key-env``,
+by default ``OPENAI_API_KEY`` then ``ADLENS_LLM_API_KEY``; local servers (vLLM, Ollama, llama.cpp)
+need none.
 """
 
 from __future__ import annotations
@@ -94,10 +102,23 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
         article_column: str = typer.Option(None, "--article-column", help="labels: column of the article id (default article_id)."),
         score_column: str = typer.Option(None, "--score-column", help="labels: column of the rating (default score)."),
         scale: str = typer.Option(None, "--scale", help="labels: rating scale 'LO,HI', e.g. 1,5 (default: observed min, max)."),
-        base_url: str = typer.Option(None, "--base-url", help="openai: base URL of an OpenAI-compatible API."),
-        model: str = typer.Option(None, "--model", help="openai: model name."),
-        budget: float = typer.Option(None, "--budget", help="openai: stop before spending more than this (USD)."),
+        base_url: str = typer.Option(None, "--base-url",
+                                     help="openai: base URL of an OpenAI-compatible API, e.g. https://api.openai.com/v1 "
+                                          "or http://127.0.0.1:8000/v1 (/chat/completions is appended)."),
+        model: str = typer.Option(None, "--model", help="openai: model name (part of the answer-cache key)."),
+        api_key_env: str = typer.Option(None, "--api-key-env", metavar="VAR",
+                                        help="openai: environment variable holding the API key (default "
+                                             "OPENAI_API_KEY, then ADLENS_LLM_API_KEY; none for local servers)."),
+        price_in: float = typer.Option(0.0, "--price-in", min=0.0, help="openai: USD per million prompt tokens (cost report, budget)."),
+        price_out: float = typer.Option(0.0, "--price-out", min=0.0, help="openai: USD per million completion tokens."),
+        budget: float = typer.Option(None, "--budget", help="openai: stop before spending more than this (USD); needs a price."),
+        est_cost: float = typer.Option(None, "--est-cost", help="openai: budget estimate per call in USD (default: 1500 "
+                                                                "prompt + 300 completion tokens; raised to the dearest call seen)."),
         workers: int = typer.Option(4, "--workers", "-j", min=1, help="openai: concurrent requests."),
+        timeout: float = typer.Option(120.0, "--timeout", help="openai: seconds per request (seed: 120)."),
+        retries: int = typer.Option(4, "--retries", min=0, help="openai: retries per pair on 429 / 5xx / timeouts (exponential backoff)."),
+        json_mode: bool = typer.Option(True, "--json-mode/--no-json-mode",
+                                       help="openai: ask for response_format=json_object (turn off for servers that reject it)."),
         workspace: Path = WorkspaceOpt,
         as_json: bool = JsonOpt,
     ) -> None:
@@ -109,7 +130,9 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
             sc = _scale(scale)
             with _workspace(workspace) as ws, _progress(not as_json) as factory:
                 r = run(ws, teacher, labels_file=labels, columns=cols or None, scale=sc, base_url=base_url, model=model,
-                        budget=budget, max_workers=workers, progress=factory("pair features"))
+                        api_key_env=api_key_env, budget=budget, max_workers=workers, timeout=timeout,
+                        max_retries=retries, price_in_per_mtok=price_in, price_out_per_mtok=price_out,
+                        est_cost_per_call=est_cost, json_mode=json_mode, progress=factory(f"teach {teacher}"))
         except AdlensError as e:
             _fail(e)
         if as_json:
@@ -119,6 +142,16 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
                   f"cost ${r['total_cost']:.4f} -> {r['path']}")
         if r["errors"]:
             out.print(f"errors: {r['errors']}")
+        rep = r.get("report")
+        if rep:
+            budget_txt = f" of budget ${rep['budget_usd']:.4f}" if rep.get("budget_usd") is not None else ""
+            out.print(f"cost report: {rep['http_attempts']} HTTP calls ({rep['ok']} ok, {rep['failed']} failed, "
+                      f"{rep['retries']} retries), {rep['cached']} answers from the cache (not paid again), "
+                      f"{rep['prompt_tokens']} prompt + {rep['completion_tokens']} completion tokens, "
+                      f"spent ${rep['spent_usd']:.4f}{budget_txt}")
+            if rep.get("stopped_by_budget"):
+                out.print(f"[yellow]budget reached:[/yellow] {rep['skipped_budget']} pairs not sent; rerun with a larger "
+                          "--budget to continue (answers so far are cached)")
         if r.get("note"):
             out.print(f"[yellow]note:[/yellow] {r['note']}")
 
@@ -145,20 +178,32 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
 
     @evaluate_app.command("quality")
     def evaluate_quality(version: str = typer.Option(None, "--version", help="Model version (default: latest)."),
+                         report: Path = typer.Option(None, "--report", help="Also write an HTML page (metrics, per pair "
+                                                     "type, feature importance, calibration plot) to this path."),
                          workspace: Path = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
-        """Held-out metrics of the latest quality model (overall, per pair type, gap, importance)."""
-        from adlens.quality.jobs import evaluate_latest
+        """Held-out metrics of the latest quality model (overall, per pair type, gap, importance, calibration)."""
+        from adlens.quality.jobs import evaluate_latest, write_evaluation_report
 
         try:
             with _workspace(workspace) as ws:
                 r = evaluate_latest(ws, version)
+            if report is not None:
+                r["report"] = str(write_evaluation_report(r, report))
         except AdlensError as e:
             _fail(e)
+        except OSError as e:
+            _fail(AdlensError(f"cannot write the report: {e}"))
         if as_json:
             _print_json(r)
             return
         out.print(f"model {r['version']} (teacher {r['teacher']})")
         print_metrics(r["metrics"])
+        cal = r["metrics"].get("calibration") or []
+        if cal:
+            out.print("calibration (mean predicted -> mean teacher, pairs): "
+                      + ", ".join(f"{b['mean_pred']:.2f}->{b['mean_true']:.2f} ({b['n']})" for b in cal))
+        if report is not None:
+            out.print(f"[bold]report:[/bold] {r['report']}")
 
     @app.command()
     def score(ad_id: str = typer.Argument(..., help="An ad_id of the workspace."),

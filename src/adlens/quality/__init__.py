@@ -8,4 +8,7 @@ Modules (import them directly; nothing heavy is imported here):
 * :mod:`adlens.quality.student`  -- ``QualityStudent``, ``train_quality``, ``group_split``
 * :mod:`adlens.quality.registry` -- ``ModelRegistry`` (versioned model + schema + metrics + card)
 * :mod:`adlens.quality.fast`     -- ``FastScorer`` (20 candidates in ~100 µs)
+* :mod:`adlens.quality.plots`    -- ``calibration_svg`` (inline SVG reliability diagram)
+* :mod:`adlens.quality.jobs`     -- workspace jobs behind ``adlens pairs / teach / train / evaluate quality
+  / score`` and the ``quality`` stage of ``adlens run`` (+ ``write_evaluation_report``)
 """

@@ -15,9 +15,14 @@ Semantics are XGBoost's: ``x < split_condition`` goes left, NaN follows ``defaul
 are summed in float32 in tree order starting from ``base_score`` (identity link,
 ``reg:squarederror``). Results match ``XGBRegressor.predict`` to 1e-5 (tested).
 
+Cold start: :meth:`FastScorer.from_model_file` reads the XGBoost JSON model once (no Booster, no
+``save_raw`` round trip) and the trees are flattened with vectorised numpy (no per-node Python loop);
+the numpy fallback's tables are only built when that backend is used.
+
 Example::
 
-    scorer = FastScorer.from_student(student)
+    scorer = FastScorer.from_model_file("models/quality/v0001/model.json", student.iteration_range)
+    scorer = FastScorer.from_student(student)   # or from a fitted student
     buf = scorer.buffer(20)          # preallocated (20, n_features) float32, fill in place
     buf[:] = candidate_matrix
     scores = scorer.score_buffer(20) # no allocation on the hot path
@@ -85,31 +90,47 @@ class _Forest(ctypes.Structure):
                 ("leaves", ctypes.c_void_p), ("base", ctypes.c_float)]
 
 
+def _node_levels(roots, left, right) -> tuple[np.ndarray, np.ndarray]:
+    """Heap index (root 0, children 2i+1 / 2i+2) and depth of every node, level by level in numpy
+    (no per-node Python loop: this is most of the cold start for a 300-tree model)."""
+    n = len(left)
+    heap = np.zeros(n, np.int64)
+    depth = np.zeros(n, np.int64)
+    cur = np.asarray(roots, np.int64)
+    d = 0
+    while cur.size:
+        inner = cur[left[cur] >= 0]
+        lc, rc = left[inner].astype(np.int64), right[inner].astype(np.int64)
+        heap[lc] = 2 * heap[inner] + 1
+        heap[rc] = 2 * heap[inner] + 2
+        d += 1
+        depth[lc] = depth[rc] = d
+        cur = np.concatenate([lc, rc])
+    return heap, depth
+
+
 def _pad_trees(roots, left, right, feat, cond, dleft):
     """Re-lay every tree as a perfect binary tree of the ensemble's max depth (heap order).
     A leaf above the bottom becomes a chain of dummy splits whose leaves all carry its value."""
-    def depth_of(nd):
-        return 0 if left[nd] < 0 else 1 + max(depth_of(left[nd]), depth_of(right[nd]))
-    D = max((depth_of(int(r)) for r in roots), default=0)
-    M, NL, T = (1 << D) - 1, 1 << D, len(roots)
+    roots = np.asarray(roots, np.int64)
+    n, T = len(left), len(roots)
+    heap, depth = _node_levels(roots, left, right)
+    D = int(depth.max()) if n else 0
+    M, NL = (1 << D) - 1, 1 << D
+    tree = np.repeat(np.arange(T, dtype=np.int64), np.diff(np.append(roots, n)))  # nodes are stored tree by tree
     F = np.zeros(T * M, np.int32)
     C = np.zeros(T * M, np.float32)
     DL = np.ones(T * M, np.uint8)
     LV = np.zeros(T * NL, np.float32)
-    for t, r in enumerate(roots):
-        stack = [(int(r), 0, 0)]  # (node, heap index, depth)
-        while stack:
-            nd, i, d = stack.pop()
-            if left[nd] >= 0:
-                F[t * M + i], C[t * M + i], DL[t * M + i] = feat[nd], cond[nd], dleft[nd]
-                stack.append((int(left[nd]), 2 * i + 1, d + 1))
-                stack.append((int(right[nd]), 2 * i + 2, d + 1))
-            else:  # leaf at depth d: its padded subtree spans 2^(D-d) bottom leaves
-                lo = i
-                for _ in range(D - d):
-                    lo = 2 * lo + 1
-                width = 1 << (D - d)
-                LV[t * NL + lo - M: t * NL + lo - M + width] = cond[nd]
+    inner = left >= 0
+    pos = tree[inner] * M + heap[inner]
+    F[pos], C[pos], DL[pos] = feat[inner], cond[inner], dleft[inner]
+    # a leaf at depth d, heap index i spans the 2^(D-d) bottom leaves from (i+1) * 2^(D-d) - 1 - M
+    leaf = ~inner
+    width = np.left_shift(1, D - depth[leaf])
+    start = tree[leaf] * NL + (heap[leaf] + 1) * width - 1 - M
+    offs = np.arange(int(width.sum())) - np.repeat(np.cumsum(width) - width, width)
+    LV[np.repeat(start, width) + offs] = np.repeat(cond[leaf], width)
     return D, F, C, DL, LV
 
 
@@ -181,13 +202,29 @@ class FastScorer:
             self._forest_ptr = ctypes.addressof(self._forest)
             self._fn = self._lib.adlens_predict
         self._alloc(max_rows)
-        self._prep_numpy()
+        self._np_ready = False
+        if self._lib is None:
+            self._prep_numpy()
 
     # ---- construction
     @classmethod
     def from_booster(cls, booster, iteration_range: tuple[int, int] | None = None,
                      feature_names: list[str] | None = None, backend: str = "auto") -> FastScorer:
-        model = json.loads(booster.save_raw("json"))
+        return cls.from_model_dict(json.loads(booster.save_raw("json")), iteration_range, feature_names, backend)
+
+    @classmethod
+    def from_model_file(cls, path: str | os.PathLike, iteration_range: tuple[int, int] | None = None,
+                        feature_names: list[str] | None = None, backend: str = "auto") -> FastScorer:
+        """Straight from an XGBoost JSON model file (``Booster.save_model("model.json")``, the registry's
+        ``model.json``) without building a Booster: skips XGBoost's own parse + re-serialisation, about
+        half of the cold start."""
+        with open(path, "rb") as f:
+            return cls.from_model_dict(json.loads(f.read()), iteration_range, feature_names, backend)
+
+    @classmethod
+    def from_model_dict(cls, model: dict, iteration_range: tuple[int, int] | None = None,
+                        feature_names: list[str] | None = None, backend: str = "auto") -> FastScorer:
+        """From the parsed XGBoost JSON model (the schema of ``save_raw("json")``)."""
         learner = model["learner"]
         obj = learner.get("objective", {}).get("name", "reg:squarederror")
         if obj not in ("reg:squarederror", "reg:absoluteerror", "reg:pseudohubererror", "reg:quantileerror"):
@@ -201,7 +238,7 @@ class FastScorer:
         roots, L, R, F, C, D = [], [], [], [], [], []
         off = 0
         for t in trees:
-            if any(int(x) != 0 for x in t.get("split_type", [])):
+            if any(t.get("split_type", ())):  # 0 = numerical split
                 raise ValueError("native categorical splits are not supported (the student label-encodes)")
             lc = np.asarray(t["left_children"], dtype=np.int64)
             rc = np.asarray(t["right_children"], dtype=np.int64)
@@ -265,18 +302,13 @@ class FastScorer:
         self._nr = np.where(leaf, idx, self.right)
         self._nf = np.where(leaf, 0, self.feat)
         self._leaf_val = np.where(leaf, self.cond, np.float32(0)).astype(np.float32)
-        depth = np.zeros(len(self.left), dtype=np.int32)
-        for r in self.roots:  # max depth by BFS over each tree
-            stack = [(int(r), 0)]
-            while stack:
-                nd, d = stack.pop()
-                depth[nd] = d
-                if self.left[nd] >= 0:
-                    stack.append((int(self.left[nd]), d + 1))
-                    stack.append((int(self.right[nd]), d + 1))
+        _, depth = _node_levels(self.roots, self.left, self.right)
         self._max_depth = int(depth.max()) if len(depth) else 0
+        self._np_ready = True
 
     def _numpy_predict(self, X: np.ndarray) -> np.ndarray:
+        if not self._np_ready:  # built lazily: the C backend never needs it
+            self._prep_numpy()
         n = len(X)
         cur = np.broadcast_to(self.roots, (n, len(self.roots))).copy()
         rows = np.arange(n)[:, None]

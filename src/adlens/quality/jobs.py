@@ -58,6 +58,7 @@ __all__ = [
     "build_pairs",
     "compute_pair_features",
     "evaluate_latest",
+    "evaluation_page",
     "feature_table",
     "load_labels",
     "load_pairs",
@@ -68,6 +69,7 @@ __all__ = [
     "stage_quality",
     "teach",
     "train",
+    "write_evaluation_report",
 ]
 
 #: creative (M) features of seed 000, as named in the joined table (``contrast`` -> ``m_contrast``)
@@ -286,18 +288,27 @@ def _prompt_fields(ws, pairs: list[dict]) -> list[dict]:
 def teach(ws, teacher: str = "rubric", *, labels_file: str | os.PathLike | None = None,
           columns: Mapping[str, str] | None = None, scale: tuple[float, float] | None = None,
           base_url: str | None = None, model: str | None = None, api_key: str | None = None,
-          budget: float | None = None, max_workers: int = 4, timeout: float = 120.0,
-          price_in_per_mtok: float = 0.0, price_out_per_mtok: float = 0.0, client: Any = None,
-          progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+          api_key_env: str | None = None, budget: float | None = None, max_workers: int = 4,
+          timeout: float = 120.0, max_retries: int = 4, price_in_per_mtok: float = 0.0,
+          price_out_per_mtok: float = 0.0, est_cost_per_call: float | None = None, json_mode: bool = True,
+          client: Any = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Label the workspace's pairs with ``teacher`` and write ``artifacts/quality/labels-<teacher>.parquet``.
 
     * ``rubric``: :class:`RubricTeacher` over :func:`feature_table` (computes missing F features).
     * ``labels``: :class:`LabelsTeacher` from ``labels_file`` (CSV / Parquet), ``columns`` maps roles
       (``ad_id``, ``article_id``, ``score`` or ``clicks`` + ``impressions``) to column names, ``scale``
       the rating scale ``(lo, hi)``.
-    * ``openai``: :class:`OpenAITeacher` at ``base_url`` with ``model``; key from ``api_key`` or env
-      ``OPENAI_API_KEY`` / ``ADLENS_LLM_API_KEY``; answers cached in ``artifacts/quality/cache/openai.sqlite``
-      (a rerun resumes); ``budget`` in USD stops the run before it is exceeded.
+    * ``openai``: :class:`OpenAITeacher` at ``base_url`` with ``model``; key from ``api_key``, else the
+      environment variable named ``api_key_env`` (an error if it is named but unset), else
+      ``OPENAI_API_KEY`` / ``ADLENS_LLM_API_KEY``, else none (local servers); answers cached in
+      ``artifacts/quality/cache/openai.sqlite`` (a rerun resumes, nothing is paid twice);
+      ``max_workers`` concurrent requests, ``timeout`` seconds per request, ``max_retries`` retries
+      with backoff on 429 / 5xx / timeouts; costs from ``price_in_per_mtok`` / ``price_out_per_mtok``
+      (USD per million prompt / completion tokens); ``budget`` in USD stops the run before it could be
+      exceeded (needs a price; the per-call estimate is ``est_cost_per_call`` or 1500 prompt +
+      300 completion tokens, raised to the dearest call seen); ``json_mode`` sends
+      ``response_format={"type": "json_object"}`` (turn off for servers that reject it).
+      The result carries the teacher's cost report under ``"report"``.
 
     Returns the label summary (counts, histogram, mean, errors, cost) + ``teacher``, ``teacher_id``, ``path``.
     """
@@ -329,14 +340,29 @@ def teach(ws, teacher: str = "rubric", *, labels_file: str | os.PathLike | None 
     else:
         if not base_url or not model:
             raise InvalidInput("--teacher openai needs --base-url and --model")
+        if not base_url.startswith(("http://", "https://")):
+            raise InvalidInput(f"--base-url must start with http:// or https://, got {base_url!r}")
+        if budget is not None:
+            if budget < 0:
+                raise InvalidInput("--budget must be >= 0")
+            if not (price_in_per_mtok > 0 or price_out_per_mtok > 0):
+                raise InvalidInput("--budget needs token prices (--price-in / --price-out, USD per million tokens): "
+                                   "without them every call costs $0 and the budget could not stop anything")
+        if timeout <= 0 or max_retries < 0 or max_workers < 1:
+            raise InvalidInput("--timeout must be > 0, --retries >= 0 and --workers >= 1")
+        if api_key is None and api_key_env:
+            api_key = os.environ.get(api_key_env)
+            if not api_key:
+                raise InvalidInput(f"--api-key-env {api_key_env}: that environment variable is not set")
         key = api_key or next((os.environ[k] for k in API_KEY_ENVS if os.environ.get(k)), None)
         cache = quality_dir(ws) / "cache" / "openai.sqlite"
         cache.parent.mkdir(parents=True, exist_ok=True)
         t = OpenAITeacher(base_url, model, api_key=key or "", cache_path=cache, image_loader=_openai_image_loader(ws),
-                          max_workers=max_workers, timeout=timeout, budget_usd=budget, client=client,
-                          price_in_per_mtok=price_in_per_mtok, price_out_per_mtok=price_out_per_mtok)
+                          max_workers=max_workers, timeout=timeout, max_retries=max_retries, budget_usd=budget,
+                          client=client, price_in_per_mtok=price_in_per_mtok, price_out_per_mtok=price_out_per_mtok,
+                          est_cost_per_call=est_cost_per_call, json_mode=json_mode)
         try:
-            labels = t.label(_prompt_fields(ws, pairs))
+            labels = t.label(_prompt_fields(ws, pairs), progress=progress)
             report = t.report()
         finally:
             t.close()
@@ -529,7 +555,7 @@ def score(ws, ad_id: str, article: str, version: str | None = None, extractor: A
             raise InvalidInput("empty article text")
         f = _f_row(_text_pair_row(ws, ad_rows[0], article, extractor))
     row = {**_m_row(ad_rows[0]), **f}
-    scorer = FastScorer.from_student(student)
+    scorer = FastScorer.from_model_file(path / "model.json", student.iteration_range, list(student.features or []))
     value = float(scorer.score(student.matrix([row]))[0])
     card = json.loads((path / "card.json").read_text()) if (path / "card.json").exists() else {}
     used = {n: (None if isinstance(row[n], float) and math.isnan(row[n]) else row[n]) for n in student.features}
@@ -570,7 +596,8 @@ def stage_quality(ctx, **train_kwargs: Any) -> dict[str, Any]:
             "features_dropped_all_null": rep["features_dropped_all_null"],
             "metrics": {"overall": m.get("overall"), "per_pair_type": m.get("per_pair_type"),
                         "gap_positive_vs_negative": m.get("gap_positive_vs_negative"), "split": m.get("split"),
-                        "feature_importance": dict(list(m.get("feature_importance", {}).items())[:10])},
+                        "feature_importance": dict(list(m.get("feature_importance", {}).items())[:10]),
+                        "calibration": m.get("calibration")},
             **({"note": RUBRIC_NOTE} if teacher == "rubric" else {})}
 
 
@@ -595,6 +622,49 @@ def report_quality(ctx, section: dict) -> dict[str, Any]:
     label_rows = [{"score": k, "n": v, "width": round(100 * v / top)} for k, v in hist.items()]
     imp = [{"name": k, "share": round(100 * v, 1)} for k, v in (m.get("feature_importance") or {}).items()]
     gap = m.get("gap_positive_vs_negative") or {}
+    from adlens.quality.plots import calibration_svg
+
+    cal = m.get("calibration") or []
+    split = m.get("split") or {}
     return {"pair_rows": pair_rows, "metric_rows": metric_rows, "label_rows": label_rows, "importance_rows": imp,
             "gap_true": fmt(gap.get("true")), "gap_pred": fmt(gap.get("pred")),
+            "calibration_svg": calibration_svg(cal) if cal else None,
+            "split_text": (f"{split.get('n_train_ads')} training ads ({split.get('n_train_rows')} pairs), "
+                           f"{split.get('n_test_ads')} held-out ads ({split.get('n_test_rows')} pairs), "
+                           f"{split.get('shared_ads')} ads on both sides") if split else None,
             "rubric_note": RUBRIC_NOTE if section.get("teacher") == "rubric" else None}
+
+
+def evaluation_page(ev: Mapping[str, Any]) -> str:
+    """A standalone HTML page (the run report's quality section on its own) for a registered model:
+    ``ev`` is :func:`evaluate_latest`'s result. Metrics overall and per pair type, gap, feature
+    importance and the calibration plot (inline SVG); no external assets."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    from adlens import __version__
+
+    card = ev.get("card") or {}
+    metrics = ev.get("metrics") or {}
+    section = {"version": ev.get("version"), "teacher": ev.get("teacher") or card.get("teacher"),
+               "features": ev.get("features") or card.get("features") or [],
+               "features_dropped_all_null": card.get("features_dropped_all_null") or [],
+               "metrics": metrics, "labels": {},
+               "pairs": {"n_pairs": card.get("n_rows"), "n_ads": card.get("n_ads")}}
+    rows = report_quality(None, section)
+    rows["pair_rows"] = []  # the card has no per-type count of all pairs; per-type metrics are below
+    env = Environment(loader=PackageLoader("adlens", "templates"), autoescape=select_autoescape(["html"]))
+    page = env.from_string(
+        '{% extends "base.html" %}{% block title %}adlens quality model {{ quality.version }}{% endblock %}'
+        '{% block body %}<h1>adlens quality model {{ quality.version }}</h1>'
+        '<p class="muted">{{ path }}{% if created %} · created {{ created }}{% endif %}</p>'
+        '{% include "section_quality.html" %}{% endblock %}')
+    return page.render(quality={**section, **rows}, path=ev.get("path"), created=card.get("created"),
+                       version=__version__)
+
+
+def write_evaluation_report(ev: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write :func:`evaluation_page` to ``path`` (parents created); returns the path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(evaluation_page(ev), encoding="utf-8")
+    return out

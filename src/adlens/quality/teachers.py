@@ -425,7 +425,8 @@ class OpenAITeacher:
         return {"error": f"failed after {self.max_retries + 1} attempts: {last}", "attempts": self.max_retries + 1}
 
     # ---- the run
-    def label(self, pairs: Any) -> list[dict[str, Any]]:
+    def label(self, pairs: Any, progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+        """Label ``pairs`` (cache first, then the API); ``progress(done, total)`` after each answer."""
         recs = as_records(pairs)
         out: list[dict[str, Any] | None] = [None] * len(recs)
         todo: list[int] = []
@@ -437,6 +438,9 @@ class OpenAITeacher:
                 out[i] = _row(p, self.teacher_id, hit[0], hit[1], 0.0, cached=True)  # cost already paid
             else:
                 todo.append(i)
+        done_n = len(recs) - len(todo)
+        if progress:
+            progress(done_n, len(recs))
         reserved: dict[cf.Future, float] = {}
         pending = list(reversed(todo))
         with cf.ThreadPoolExecutor(max_workers=self.max_workers) as ex:
@@ -459,6 +463,9 @@ class OpenAITeacher:
                     reserved.pop(f, None)
                     res = f.result()
                     self._record(recs[i], res, out, i)
+                    done_n += 1
+                    if progress:
+                        progress(done_n, len(recs))
         for i in pending:  # not started: budget
             self._stats["skipped_budget"] += 1
             out[i] = _row(recs[i], self.teacher_id, None, "", error="budget exhausted")
