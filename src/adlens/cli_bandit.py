@@ -179,17 +179,26 @@ def register(app: typer.Typer) -> None:
             out.print(f"  {k.upper():5s} {_f(e['value'])}  95% CI [{_f(e['ci_low'])}, {_f(e['ci_high'])}]")
 
     @bandit_app.command("simulate")
-    def simulate(policies: str = typer.Option("thompson,ucb1,epsilon_greedy,linucb", "--policies"),
+    def simulate(policies: str = typer.Option(";".join(("thompson", "ucb1:alpha=0.2", "epsilon_greedy:epsilon=0.1",
+                                                         "linucb:alpha=0.1")), "--policies",
+                                              help="policy specs separated by ';'"),
                  steps: int = typer.Option(5000, "--steps", min=10),
                  seeds: int = typer.Option(3, "--seeds", min=1),
                  arms: int = typer.Option(20, "--arms", min=2),
+                 base_ctr: float = typer.Option(0.03, "--base-ctr", help="CTR of an average creative."),
+                 arm_sd: float = typer.Option(0.5, "--arm-sd", help="spread of creatives' CTRs (logit sd)."),
+                 interaction: float = typer.Option(0.3, "--interaction",
+                                                   help="how much the best creative depends on the page (0 = never)."),
+                 batch_size: int = typer.Option(1, "--batch-size", min=1, help="feed clicks back every N requests."),
                  report: Path = typer.Option(None, "--report", help="HTML page with the regret curves."),
                  as_json: bool = JsonOpt) -> None:
-        """Compare policies on simulated click environments (regret curves)."""
+        """Compare policies on a simulated click environment (regret curves)."""
         from adlens.bandit.jobs import simulate as run
 
         try:
-            r = run([p for p in policies.split(",") if p], steps=steps, seeds=seeds, n_arms=arms, report=report)
+            r = run(_specs(policies), steps=steps, seeds=seeds, n_arms=arms,
+                    base_ctr=base_ctr, arm_sd=arm_sd, interaction=interaction, batch_size=batch_size,
+                    report=report)
         except ValueError as e:
             _fail(e)
         if as_json:
@@ -200,6 +209,12 @@ def register(app: typer.Typer) -> None:
                       f"CTR {v['ctr_mean']:.4f}")
         if report:
             out.print(f"report: {report}")
+
+
+def _specs(text: str) -> list[str]:
+    """Policy specs separated by ';' ("thompson;ucb1:alpha=0.2"); plain names may use ','."""
+    sep = ";" if (";" in text or ":" in text) else ","
+    return [p.strip() for p in text.split(sep) if p.strip()]
 
 
 def _f(v) -> str:

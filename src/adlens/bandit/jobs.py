@@ -96,8 +96,13 @@ def service_log(ws, only_impressions: bool = True):
                                  impressions=np.array([x.get("impressions", 0.0) for x in c], float),
                                  duplicate=np.array([bool(x.get("duplicate")) for x in c]),
                                  brand_risk=np.array([x.get("brand_risk", 0.0) for x in c], float)))
+    # the whole logging distribution: OPE then reports the target's mass where logging had none
+    P = np.zeros((n, A))
+    for i, d in enumerate(rows):
+        P[i, [col[x["id"]] for x in d["candidates"]]] = [x.get("p") or 0.0 for x in d["candidates"]]
     log = LoggedData(actions=actions, rewards=np.array([float(d["clicked"]) for d in rows]),
-                     propensities=np.array([d["propensity"] for d in rows]), mask=mask, action_features=AF)
+                     propensities=np.array([d["propensity"] for d in rows]), mask=mask, action_features=AF,
+                     logging_probs=P)
     return log, snaps, names
 
 
@@ -157,23 +162,36 @@ def ope(policy: str, *, ws=None, path: str | Path | None = None, n_boot: int = 1
     return {"policy": policy, "source": str(path) if path else "service log", **r}
 
 
-def simulate(policies: Sequence[str], steps: int = 5000, seeds: int = 3, n_arms: int = 20,
+#: the simulator's default comparison (UCB1 / LinUCB bonuses matched to click-rate variance)
+SIM_POLICIES = ("thompson", "ucb1:alpha=0.2", "epsilon_greedy:epsilon=0.1", "linucb:alpha=0.1")
+
+
+def simulate(policies: Sequence[str] = SIM_POLICIES, steps: int = 5000, seeds: int = 3, n_arms: int = 20,
+             base_ctr: float = 0.03, arm_sd: float = 0.5, interaction: float = 0.3, batch_size: int = 1,
              report: str | Path | None = None) -> dict[str, Any]:
-    """Compare policies on simulated click environments; optional HTML report with the regret curves."""
+    """Compare policies on a simulated click environment; optional HTML report with the regret curves.
+
+    ``interaction`` = how much the best creative depends on the page (0: one ranking for every
+    context); ``arm_sd`` = spread of the creatives' CTRs (logit scale); ``batch_size`` = clicks fed
+    back every N requests (faster long runs)."""
     from adlens.bandit import simulate as S
     from adlens.bandit.policies import policy_from_spec
 
     pols = {p: policy_from_spec(p) for p in policies}
-    env = S.Environment(n_arms=n_arms, random_state=0)
-    r = S.compare(pols, env, T=steps, seeds=tuple(range(seeds)))
-    svg = S.regret_svg(r)
+    env = S.Environment(n_arms=n_arms, base_ctr=base_ctr, arm_sd=arm_sd, interaction=interaction, random_state=0)
+    r = S.compare(pols, env, T=steps, seeds=tuple(range(seeds)), batch_size=batch_size)
+    title = (f"Cumulative regret — {n_arms} arms, base CTR {base_ctr:.1%}, arm sd {arm_sd}, "
+             f"context interaction {interaction}")
+    svg = S.regret_svg(r, title=title)
     out = {**r, "svg": svg}
     if report:
         rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v['final_regret_mean']:.1f}</td>"
-                       f"<td>{v['final_regret_sd']:.1f}</td></tr>" for k, v in r["policies"].items())
+                       f"<td>{v['final_regret_sd']:.1f}</td><td>{v['ctr_mean']:.4f}</td></tr>"
+                       for k, v in r["policies"].items())
         _write_page(report, "adlens — bandit simulation",
-                    f"<p>{steps} steps, {seeds} seeds, {n_arms} arms.</p>{svg}"
-                    f"<table><tr><th>policy</th><th>final regret (mean)</th><th>sd</th></tr>{rows}</table>")
+                    f"<p>{steps} requests, {seeds} seeds (same contexts and click draws for every policy).</p>{svg}"
+                    "<table><tr><th>policy</th><th>final regret (mean)</th><th>sd</th><th>CTR</th></tr>"
+                    f"{rows}</table>")
     return out
 
 

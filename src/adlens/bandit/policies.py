@@ -162,7 +162,7 @@ class Prior:
     def mean(self, quality: np.ndarray) -> np.ndarray:
         """Prior CTR mean per arm, shape (K,); NaN quality counts as 0.5."""
         q = np.asarray(quality, dtype=float)
-        q = np.where(np.isnan(q), 0.5, np.clip(q, 0.0, 1.0))
+        q = np.where(np.isnan(q), 0.5, np.minimum(np.maximum(q, 0.0), 1.0))  # ufuncs: np.clip is slow
         return self.ctr_low + (self.ctr_high - self.ctr_low) * q
 
     def beta_params(
@@ -235,7 +235,7 @@ class ArmSnapshot:
         for name, a in (("clicks", c), ("impressions", n)):
             if not (a.min() >= 0 and a.max() < math.inf):  # NaN fails both comparisons
                 bad = int(np.flatnonzero(~np.isfinite(a) | (a < 0))[0])
-                raise ValueError(f"ArmSnapshot.{name} must be finite and >= 0; arm {ids[bad]!r} has {a[bad]!r}")
+                raise ValueError(f"ArmSnapshot.{name} must be finite and >= 0; arm {ids[bad]!r} has {float(a[bad])!r}")
         if (c > n).any():
             bad = int(np.flatnonzero(c > n)[0])
             raise ValueError(
@@ -450,8 +450,12 @@ def _beta_draws(alpha: np.ndarray, beta: np.ndarray, n: int, rng: np.random.Gene
 
 
 def _win_frequencies(draws: np.ndarray, scale: float, fixed: np.ndarray) -> np.ndarray:
-    """How often each arm has the largest ``scale * draw + fixed`` over the n draws; (K,) sums to 1."""
-    tot = draws * np.float32(scale) if draws.dtype == np.float32 else draws * scale
+    """How often each arm has the largest ``scale * draw + fixed`` over the n draws; (K,) sums to 1.
+
+    ``draws`` (K, n) is overwritten (it is a fresh array from :func:`_beta_draws`).
+    """
+    tot = draws
+    tot *= tot.dtype.type(scale)
     tot += fixed.astype(tot.dtype)[:, None]
     wins = np.count_nonzero(tot == tot.max(axis=0), axis=1)
     return wins / wins.sum()  # exact ties (float32) are counted for both arms, hence .sum()
@@ -521,6 +525,8 @@ class ThompsonSampling:
             return np.ones(1), comps
         if s == 0.0:  # the CTR does not enter the composite: nothing to sample
             return _argmax_split(comps["total"]), comps
+        if not isinstance(rng, np.random.Generator):  # an int seed or None
+            rng = np.random.default_rng(rng)
         draws = _beta_draws(a, b, int(self.n_mc), rng, exact=self.exact)
         return _win_frequencies(draws, s, terms["_fixed"]), comps
 
@@ -627,18 +633,25 @@ class LinUCB:
         return snap.x if snap.x is not None else default_features(snap, prior, weights.ctr_scale)
 
     def probabilities(self, snap, weights, prior, rng=None, state=None, total_impressions=None):
+        p, comps, _ = self.probabilities_and_features(snap, weights, prior, state)
+        return p, comps
+
+    def probabilities_and_features(self, snap, weights, prior, state=None):
+        """Like :meth:`probabilities`, also returning the (K, d) features used (one computation)."""
         terms = _fixed_terms(snap, weights)
         x = self.features(snap, prior, weights)
-        if state is None:
-            state = LinearState.empty(x.shape[1], self.ridge)
-        if state.d != x.shape[1]:
-            raise ValueError(f"linucb: the state has d={state.d} but the candidate features have d={x.shape[1]}")
-        a_inv = state.a_inv()
-        pred = x @ (a_inv @ state.b)
-        var = ((x @ a_inv) * x).sum(axis=1)
+        if state is None:  # no feedback yet: theta = 0, A^-1 = I / ridge
+            pred = np.zeros(snap.k)
+            var = (x * x).sum(axis=1) / self.ridge
+        else:
+            if state.d != x.shape[1]:
+                raise ValueError(f"linucb: the state has d={state.d} but the candidate features have d={x.shape[1]}")
+            a_inv = state.a_inv()
+            pred = x @ (a_inv @ state.b)
+            var = ((x @ a_inv) * x).sum(axis=1)
         bonus = self.alpha * np.sqrt(np.maximum(var, 0.0))
         comps = _components(terms, weights, pred + bonus, ctr_pred=pred, ctr_bonus=bonus)
-        return _argmax_split(comps["total"]), comps
+        return _argmax_split(comps["total"]), comps, x
 
 
 POLICIES: dict[str, type] = {
@@ -726,6 +739,9 @@ def policy_from_spec(spec: str | Mapping[str, Any] | Policy) -> Policy:
 class LinearState:
     """Sufficient statistics of the shared ridge model: ``A = ridge*I + sum x x^T`` (d, d), ``b = sum r x`` (d,).
 
+    Update ``A`` only through :meth:`partial_fit` (it keeps the cached ``A^-1`` in sync); ``b`` may
+    also grow through :meth:`add_reward` when a click arrives after its impression was counted.
+
     Example::
 
         >>> s = LinearState.empty(2, ridge=1.0).partial_fit(np.array([[1.0, 0.0]]), np.array([1.0]))
@@ -736,7 +752,8 @@ class LinearState:
     A: np.ndarray
     b: np.ndarray
     n: int = 0
-    _a_inv: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _a_inv: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    _sm_updates: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.A = np.array(self.A, dtype=float)
@@ -778,15 +795,29 @@ class LinearState:
             raise ValueError(f"LinearState.partial_fit: x must be (n, {self.d}) and rewards (n,), got {x.shape} and {r.shape}")
         if not (np.all(np.isfinite(x)) and np.all(np.isfinite(r))):
             raise ValueError("LinearState.partial_fit: x and rewards must be finite")
-        if x.shape[0] == 1 and self._a_inv is not None:
-            # Sherman-Morrison keeps the per-feedback update O(d^2)
+        if x.shape[0] == 1 and self._a_inv is not None and self._sm_updates < 1000:
+            # Sherman-Morrison keeps the per-feedback update O(d^2); a fresh inverse every 1000
+            # updates stops round-off from accumulating
             v = self._a_inv @ x[0]
             self._a_inv = self._a_inv - np.outer(v, v) / (1.0 + x[0] @ v)
+            self._sm_updates += 1
         else:
             self._a_inv = None
+            self._sm_updates = 0
         self.A += x.T @ x
         self.b += x.T @ r
         self.n += x.shape[0]
+        return self
+
+    def add_reward(self, x: np.ndarray, reward: float) -> LinearState:
+        """Add a reward that arrives after its impression was already counted: ``b += reward * x``.
+
+        (``A`` only changes through :meth:`partial_fit`, which keeps the cached inverse in sync.)
+        """
+        x = np.asarray(x, dtype=float)
+        if x.shape != (self.d,) or not np.all(np.isfinite(x)) or not math.isfinite(reward):
+            raise ValueError(f"LinearState.add_reward: x must be ({self.d},) finite and reward finite")
+        self.b = self.b + reward * x
         return self
 
     def to_json(self) -> dict[str, Any]:
@@ -878,11 +909,16 @@ class Selector:
     def select(self, snap: ArmSnapshot, state: LinearState | None = None,
                total_impressions: float | None = None) -> Choice:
         """Sample the arm to serve from the policy's probabilities (so the propensity is exact)."""
-        p, comps = self._probs(snap, state, total_impressions)
-        i = int(self.sample_indices(p))
         feats = None
         if getattr(self.policy, "contextual", False):
-            feats = self.policy.features(snap, self.prior, self.weights)[i].copy()
+            if not isinstance(snap, ArmSnapshot):
+                raise ValueError(f"expected an ArmSnapshot, got {type(snap).__name__}")
+            p, comps, x = self.policy.probabilities_and_features(snap, self.weights, self.prior, state)
+            i = int(self.sample_indices(p))
+            feats = x[i].copy()
+        else:
+            p, comps = self._probs(snap, state, total_impressions)
+            i = int(self.sample_indices(p))
         return Choice(index=i, arm_id=snap.ids[i], propensity=float(p[i]), probabilities=p, components=comps,
                       policy=self.policy.name, features=feats)
 
