@@ -16,11 +16,11 @@ import json
 import sqlite3
 import threading
 import xml.etree.ElementTree as ET
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from chat_server import ChatServer, completion
 from typer.testing import CliRunner
 
 from adlens.features.jobs import ad_records, compute_features
@@ -33,52 +33,28 @@ PRICE_IN, PRICE_OUT = 2.0, 10.0
 PER_CALL = (PROMPT_TOKENS * PRICE_IN + COMPLETION_TOKENS * PRICE_OUT) / 1e6  # $0.003
 
 
-class LocalLLM:
+class LocalLLM(ChatServer):
     """/v1/chat/completions on 127.0.0.1. Score 8 when the ad's brand (first field of the copy) is named
     in the article, else 3. The very first request gets a 429 with Retry-After: 0 (retried at once)."""
 
     def __init__(self):
         self.requests: list[dict] = []
         self.lock = threading.Lock()
-        outer = self
+        super().__init__(self.respond)
 
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with outer.lock:
-                    outer.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-                    first = len(outer.requests) == 1
-                if first:
-                    return self._send(429, {"error": "rate limited"}, {"Retry-After": "0"})
-                text = body["messages"][1]["content"][0]["text"]
-                ad = text.split("AD COPY:\n", 1)[1].split("\n\nARTICLE:\n", 1)[0]
-                article = text.split("\n\nARTICLE:\n", 1)[1]
-                brand = ad.split("|")[0].strip().lower()
-                score = 8 if brand and brand in article.lower() else 3
-                content = json.dumps({"score": score, "reasoning": f"brand named: {score == 8}"})
-                self._send(200, {"choices": [{"message": {"role": "assistant", "content": content}}],
-                                 "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS}})
-
-            def _send(self, code, obj, headers=None):
-                data = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def respond(self, body, headers, path):
+        with self.lock:
+            self.requests.append({"path": path, "auth": headers.get("Authorization"), "body": body})
+            first = len(self.requests) == 1
+        if first:
+            return 429, {"error": "rate limited"}, {"Retry-After": "0"}
+        text = body["messages"][1]["content"][0]["text"]
+        ad = text.split("AD COPY:\n", 1)[1].split("\n\nARTICLE:\n", 1)[0]
+        article = text.split("\n\nARTICLE:\n", 1)[1]
+        brand = ad.split("|")[0].strip().lower()
+        score = 8 if brand and brand in article.lower() else 3
+        content = json.dumps({"score": score, "reasoning": f"brand named: {score == 8}"})
+        return 200, completion(content, PROMPT_TOKENS, COMPLETION_TOKENS), None
 
 
 @pytest.fixture

@@ -1,64 +1,38 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from chat_server import ChatServer, completion
 
 from adlens.quality.teachers import LabelsTeacher, OpenAITeacher, RubricTeacher, label_summary, parse_answer
 
 
-class FakeLLM:
+class FakeLLM(ChatServer):
     """OpenAI-compatible /v1/chat/completions on 127.0.0.1; behaviour chosen by a MODE tag in the ad copy."""
 
     def __init__(self):
         self.calls: list[str] = []
         self.seen: dict[str, int] = {}
         self.bodies: list[dict] = []
-        outer = self
+        super().__init__(self.respond)
 
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.bodies.append(body)
-                text = body["messages"][1]["content"][0]["text"]
-                mode = text.split("MODE:")[1].split()[0] if "MODE:" in text else "ok"
-                outer.calls.append(mode)
-                n = outer.seen[mode] = outer.seen.get(mode, 0) + 1
-                if mode == "429once" and n == 1:
-                    return self._send(429, {"error": "slow down"})
-                if mode == "500":
-                    return self._send(500, {"error": "boom"})
-                if mode == "timeout":
-                    time.sleep(0.6)
-                content = {"malformed": "{score: 7, oops", "range": json.dumps({"score": 42, "reasoning": "x"})}.get(
-                    mode, json.dumps({"score": 7, "reasoning": f"fine {mode}"}))
-                self._send(200, {"choices": [{"message": {"role": "assistant", "content": content}}],
-                                 "usage": {"prompt_tokens": 1000, "completion_tokens": 100}})
-
-            def _send(self, code, obj):
-                data = json.dumps(obj).encode()
-                try:
-                    self.send_response(code)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def respond(self, body, _headers, _path):
+        self.bodies.append(body)
+        text = body["messages"][1]["content"][0]["text"]
+        mode = text.split("MODE:")[1].split()[0] if "MODE:" in text else "ok"
+        self.calls.append(mode)
+        n = self.seen[mode] = self.seen.get(mode, 0) + 1
+        if mode == "429once" and n == 1:
+            return 429, {"error": "slow down"}, None
+        if mode == "500":
+            return 500, {"error": "boom"}, None
+        if mode == "timeout":
+            time.sleep(0.6)
+        content = {"malformed": "{score: 7, oops", "range": json.dumps({"score": 42, "reasoning": "x"})}.get(
+            mode, json.dumps({"score": 7, "reasoning": f"fine {mode}"}))
+        return 200, completion(content), None
 
 
 @pytest.fixture

@@ -101,6 +101,8 @@ class ContextScorer:
         self.ws = ws
         self._ctx_fx = context_extractor
         self._lock = threading.Lock()  # caches are shared by the service's worker threads
+        self._score_lock = threading.Lock()
+        self._fx_lock = threading.Lock()
         self._ads: dict[str, _Side] = {}
         self._articles: dict[str, Context] = {}
         self._texts = _LRU(min(cache_size, 4096))
@@ -179,7 +181,8 @@ class ContextScorer:
         if hit is not None:
             return hit
         fx = self._context_extractor()
-        art = fx.extract(text)
+        with self._fx_lock:  # one extraction at a time: the NLP pipeline is not shared across threads
+            art = fx.extract(text)
         emb = art.get("text_embedding")
         ctx = Context(key, None, _Side(None if emb is None else np.asarray(emb, np.float32), None, art.get("entities"),
                                        art.get("valence"), art.get("topic")))
@@ -243,7 +246,9 @@ class ContextScorer:
         if todo:
             sides = [self._ads[ad_ids[k]] for k in todo]
             rows = self._rows(sides, ctx.side)
-            vals = self.fast.score(self.student.matrix(rows))
+            X = self.student.matrix(rows)
+            with self._score_lock:  # FastScorer reuses one input/output buffer
+                vals = self.fast.score(X)
             with self._lock:
                 for j, k in enumerate(todo):
                     scores[k] = float(vals[j])
@@ -260,7 +265,9 @@ class ContextScorer:
         full = self._rows(sides, ctx.side)
         if self.fast is None:
             return {"scores": np.full(len(rows), np.nan), "features": [_clean(r, list(r)) for r in full]}
-        vals = self.fast.score(self.student.matrix(full))
+        X = self.student.matrix(full)
+        with self._score_lock:
+            vals = self.fast.score(X)
         return {"scores": vals.astype(np.float64), "features": [_clean(r, self.student.features) for r in full]}
 
     def _rows(self, sides: Sequence[_Side], art: _Side) -> list[dict[str, Any]]:

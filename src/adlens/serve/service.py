@@ -89,6 +89,7 @@ class Service:
         self.scorer = ContextScorer(ws, self.config.model_version, context_extractor=context_extractor)
         self._creative_fx = creative_extractor
         self._lock = threading.RLock()  # one decision / one event at a time updates the caches
+        self._fx_lock = threading.Lock()
         self._arms: dict[str, list[float]] = {}  # id -> [impressions, clicks]
         self._in_db: set[str] = set()  # arms known to exist in the database
         self._groups: dict[str, str | None] = {}
@@ -239,7 +240,8 @@ class Service:
                 except (binascii.Error, ValueError):
                     raise InvalidInput(f"{name}: not valid base64") from None
                 _, img = load_image(data, name, self.ws.settings.max_image_pixels)
-                rows.append(fx.extract(img, str(c.get("text") or ""), c.get("advertiser")))
+                with self._fx_lock:  # OCR / embedding sessions: one creative at a time
+                    rows.append(fx.extract(img, str(c.get("text") or ""), c.get("advertiser")))
                 errors.append(None)
             except InvalidInput as e:  # one bad image must not fail the others
                 rows.append(None)
