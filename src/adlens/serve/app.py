@@ -91,6 +91,11 @@ class _Wrap:
         await self.asgi(scope, receive, send)
 
 
+def _json(obj: Any) -> JSONResponse:
+    # the service returns plain JSON types already: skip FastAPI's (slow) jsonable_encoder pass
+    return JSONResponse(obj)
+
+
 def _dump(c: Any) -> Any:
     return c.model_dump(exclude_none=True) if isinstance(c, BaseModel) else c
 
@@ -189,21 +194,21 @@ def create_app(service: Service) -> FastAPI:
         return JSONResponse({"detail": "; ".join(msgs[:10]) or "invalid request"}, status_code=422)
 
     @app.post("/v1/score", summary="Quality scores of candidates for a context")
-    def score(req: ScoreRequest) -> dict[str, Any]:
-        return service.score(_dump(req.context), [_dump(c) for c in req.candidates], req.include_features)
+    def score(req: ScoreRequest) -> JSONResponse:
+        return _json(service.score(_dump(req.context), [_dump(c) for c in req.candidates], req.include_features))
 
     @app.post("/v1/select", summary="Choose one candidate for a context (bandit) and log the decision")
-    def select(req: SelectRequest) -> dict[str, Any]:
+    def select(req: SelectRequest) -> JSONResponse:
         out = service.select(_dump(req.context), [_dump(c) for c in req.candidates])
         metrics.decisions.labels(service.policy.name).inc()
-        return out
+        return _json(out)
 
     @app.post("/v1/feedback", summary="Report an event for a decision (idempotent by event_id)")
-    def feedback(req: FeedbackRequest) -> dict[str, Any]:
+    def feedback(req: FeedbackRequest) -> JSONResponse:
         out = service.feedback(event_id=req.event_id, decision_id=req.decision_id, type=req.type, value=req.value,
                                occurred_at=req.occurred_at)
         metrics.events.labels(req.type, out["status"]).inc()
-        return out
+        return _json(out)
 
     @app.get("/v1/arms", summary="Arms' counters and posterior CTR")
     def arms(ids: Annotated[str | None, Query(description="comma-separated arm ids")] = None) -> dict[str, Any]:
