@@ -53,6 +53,7 @@ def client(trained):
     with TestClient(create_app(svc)) as c:
         c.service = svc
         yield c
+    svc.close()
     ws.close()
 
 
@@ -160,11 +161,13 @@ def test_malformed_json_and_huge_bodies(trained):
         assert r.status_code == 413 and "larger than 2048" in r.json()["detail"]
         r = c.post("/v1/select", json={"context": {"article_id": "art00"}, "candidates": ADS[:3] * 1})
         assert r.status_code == 200
+    svc.close()
     ws.close()
     ws, svc = _service(trained, max_candidates=2)
     with TestClient(create_app(svc)) as c:
         r = c.post("/v1/select", json={"context": {"article_id": "art00"}, "candidates": ADS[:3]})
         assert r.status_code == 422 and "at most 2" in r.json()["detail"]
+    svc.close()
     ws.close()
 
 
@@ -183,6 +186,7 @@ def test_api_keys_are_required_once_configured(trained):
             assert c.get("/metrics").status_code == 401
     finally:
         store.revoke_key("test-client")
+        svc.close()
         ws.close()
 
 
@@ -208,6 +212,7 @@ def test_every_policy_serves_and_learns(trained, policy):
             if d["chosen"] == "ad00":
                 assert c.post("/v1/feedback", json={"event_id": f"{policy}-{i}", "decision_id": d["decision_id"],
                                                     "type": "click"}).json()["status"] == "counted"
+    svc.close()
     ws.close()
 
 
@@ -242,6 +247,7 @@ def test_concurrent_select_and_feedback_over_http_lose_nothing(trained):
     db = svc.store.arms()
     for a, (imp, clk) in svc._arms.items():
         assert (db[a].impressions, db[a].clicks) == (imp, clk)
+    svc.close()
     ws.close()
 
 
@@ -253,6 +259,7 @@ def test_restart_keeps_arms_and_linucb_statistics(trained):
             svc.feedback(event_id=f"r{i}", decision_id=d["decision_id"], type="click")
     A, b = svc.linear.A.copy(), svc.linear.b.copy()
     arms = {a["arm_id"]: (a["impressions"], a["clicks"]) for a in svc.arms()}
+    svc.close()
     ws.close()
     ws2, svc2 = _service(trained, policy="linucb")
     d2 = svc2.select({"article_id": "art00"}, ADS[:4])  # rebuilds the statistics from the log
@@ -264,6 +271,7 @@ def test_restart_keeps_arms_and_linucb_statistics(trained):
     arms2 = {a["arm_id"]: (a["impressions"], a["clicks"]) for a in svc2.arms()}
     assert sum(v[0] for v in arms2.values()) == sum(v[0] for v in arms.values()) + 1
     assert sum(v[1] for v in arms2.values()) == sum(v[1] for v in arms.values())
+    svc2.close()
     ws2.close()
 
 
@@ -287,6 +295,7 @@ def test_bandit_cli_arms_export_ope_reweight(trained, tmp_path):
         p = 0.5 if int(d["chosen"][2:]) % 2 == 0 else 0.05
         if rng.random() < p:
             svc.feedback(event_id=f"cli-{i}", decision_id=d["decision_id"], type="click")
+    svc.close()
     ws.close()
     w = ["--workspace", str(trained.workspace)]
     r = _run("bandit", "arms", "--json", *w)
@@ -319,8 +328,9 @@ def test_bandit_cli_arms_export_ope_reweight(trained, tmp_path):
     assert rw["applied"] and set(rw["weights"]) >= {"quality", "ctr", "novelty"}
     assert (tmp_path / "rw.html").read_text().startswith("<!doctype html>")
     with open_workspace(trained.workspace, trained) as ws3:
-        _, svc3 = None, Service(ws3, ServeConfig())
+        svc3 = Service(ws3, ServeConfig())
         assert svc3.weights.to_dict() == rw["weights"]  # the next service uses the fitted weights
+        svc3.close()
         BanditStore(ws3.engine).put_state("weights", {"weights": rw["previous"]})
 
 

@@ -64,7 +64,11 @@ def register(app: typer.Typer) -> None:
             _fail(e)
         console.print(f"adlens serve: http://{host}:{port}  policy {service.policy.to_dict()}  "
                       f"model {service.scorer.version or 'none (quality unknown -> prior)'}  docs /docs")
-        uvicorn.run(create_app(service), host=host, port=port, log_level=log_level, access_log=False)
+        try:
+            uvicorn.run(create_app(service), host=host, port=port, log_level=log_level, access_log=False)
+        finally:
+            service.close()  # last WAL checkpoint
+            ws.close()
 
     @keys_app.command("add")
     def keys_add(name: str, workspace: Path = WorkspaceOpt) -> None:

@@ -48,6 +48,10 @@ from adlens.serve.scoring import ContextScorer, UnknownIds, normalise_score
 
 __all__ = ["ServeConfig", "Service"]
 
+# per-candidate fields stored with each decision
+_LOGGED = ("id", "p", "score", "impressions", "clicks", "duplicate", "brand_risk", "quality", "ctr", "novelty",
+           "duplicate_penalty", "brand_penalty", "total")
+
 
 @dataclass(frozen=True)
 class ServeConfig:
@@ -82,7 +86,8 @@ class Service:
                  creative_extractor: Any = None):
         self.ws = ws
         self.config = config or ServeConfig()
-        self.store = BanditStore(ws.engine)
+        self._engine, self._checkpointer = _writer_engine(ws.engine)
+        self.store = BanditStore(self._engine)
         self.policy = policy_from_spec(self.config.policy)
         self.weights = self.config.weights or current_weights(self.store)
         self.selector = Selector(self.policy, self.weights, self.config.prior, random_state=self.config.random_state)
@@ -302,10 +307,12 @@ class Service:
                     "duplicate": snap.duplicate, "brand_risk": snap.brand_risk, **comp}
             cols = {n: _finite_list(v) for n, v in cols.items()}
             cands = [{"id": i, **{n: v[k] for n, v in cols.items()}} for k, i in enumerate(ids)]
+            # the log keeps what OPE / reweight / replay need (the weighted terms follow from weights)
+            logged = [{n: c[n] for n in _LOGGED if n in c} for c in cands]
             new_q = {i: _finite(quality[k]) for k, i in enumerate(ids) if i not in self._in_db}
             x = None if x_all is None else x_all[choice.index]
             self.store.record_decision(
-                decision_id=decision_id, chosen=choice.arm_id, propensity=float(choice.propensity), candidates=cands,
+                decision_id=decision_id, chosen=choice.arm_id, propensity=float(choice.propensity), candidates=logged,
                 policy=self.policy.to_dict(), weights=self.weights.to_dict(), context_id=ctx.article_id,
                 context_hash=ctx.key, model_version=self.scorer.version, x=x,
                 count_impression=self.config.impression_on_select, quality=new_q, arms_exist=True)
@@ -349,10 +356,55 @@ class Service:
 
         return arms_table(self.ws, ids, self.config.prior)
 
+    def close(self) -> None:
+        """Stop the background checkpointer (after a last checkpoint) and release the writer engine."""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+        if self._engine is not self.ws.engine:
+            self._engine.dispose()
+
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "model_version": self.scorer.version, "policy": self.policy.to_dict(),
                 "weights": self.weights.to_dict(), "uptime_s": round(time.time() - self.started, 1),
                 **self.counters}
+
+
+class _Checkpointer:
+    """Moves SQLite's WAL into the database file every ``interval`` s from a daemon thread, so that
+    no request pays for a checkpoint's fsync (the writer engine has autocheckpoint off)."""
+
+    def __init__(self, engine: sa.Engine, interval: float = 1.0):
+        self.engine, self.interval = engine, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="adlens-wal-checkpoint", daemon=True)
+        self._thread.start()
+
+    def checkpoint(self) -> None:
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.checkpoint()
+            except sa.exc.OperationalError:
+                pass  # busy: the next round will do it
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.checkpoint()
+
+
+def _writer_engine(engine: sa.Engine):
+    """The engine the service writes through: for SQLite, a second engine on the same file with
+    commit-time checkpoints off plus a background checkpointer; otherwise ``engine`` itself."""
+    if engine.dialect.name != "sqlite":
+        return engine, None
+    from adlens.store.db import make_engine
+
+    w = make_engine(engine.url.render_as_string(hide_password=False), wal_autocheckpoint=0)
+    return w, _Checkpointer(w)
 
 
 def _finite_list(a) -> list:

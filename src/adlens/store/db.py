@@ -8,8 +8,12 @@ from adlens.errors import WorkspaceError
 from adlens.store import schema
 
 
-def make_engine(url: str) -> sa.Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
+def make_engine(url: str, wal_autocheckpoint: int | None = None) -> sa.Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys.
+
+    ``wal_autocheckpoint=0`` turns off checkpoints inside commits (SQLite's default runs one, with
+    its fsync, in whichever commit crosses 1000 WAL pages): a latency-bound writer such as the
+    service then checkpoints from a background thread instead."""
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 30})
 
@@ -21,6 +25,8 @@ def make_engine(url: str) -> sa.Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
+            if wal_autocheckpoint is not None:
+                cur.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint)}")
             cur.close()
 
         return engine
