@@ -365,3 +365,16 @@ def test_keys_cli(trained):
     assert _run("keys", "revoke", "cli-key", *w).exit_code == 0
     assert "revoked" in _run("keys", "list", *w).stdout
     assert _run("keys", "revoke", "nope", *w).exit_code == 2
+
+
+def test_select_fast_path_scores_equal_the_feature_path(trained):
+    """The cached-encoding path of /v1/select gives the same scores as building feature rows."""
+    from adlens.serve.scoring import ContextScorer
+
+    with open_workspace(trained.workspace, trained) as ws:
+        a, b = ContextScorer(ws), ContextScorer(ws)
+        for art in ("art00", "art07", "zz1"):
+            fast = a.score(ADS, a.context(article_id=art), with_features=False)["scores"]
+            slow = b.score(ADS, b.context(article_id=art), with_features=True)["scores"]
+            np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-6)
+            assert np.isfinite(fast).all()

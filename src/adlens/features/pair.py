@@ -65,12 +65,20 @@ class JointSpaceLike(Protocol):
     def text_to_joint(self, text_emb: np.ndarray) -> np.ndarray: ...
 
 
+def entity_set(e: Iterable[str] | None) -> frozenset[str] | None:
+    """The normalised entity set :func:`jaccard` compares; a ``frozenset`` is taken as already
+    normalised (callers that score one creative many times normalise it once)."""
+    if e is None or isinstance(e, frozenset):
+        return e
+    return frozenset(n for n in (normalize_entity(x) for x in e if x) if n)
+
+
 def _as_sets(ents: Sequence[Iterable[str] | None] | None, n: int, what: str) -> list[frozenset[str] | None]:
     if ents is None:
         return [None] * n
     if len(ents) != n:
         raise ValueError(f"{what}: {len(ents)} entity sets for {n} rows")
-    return [None if e is None else frozenset(normalize_entity(x) for x in e if x and normalize_entity(x)) for e in ents]
+    return [entity_set(e) for e in ents]
 
 
 def _opt_array(x, n: int, what: str, dtype=np.float32) -> np.ndarray | None:

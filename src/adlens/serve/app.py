@@ -10,9 +10,10 @@ Routes (request / response bodies are the pydantic models below):
 - ``GET  /metrics``      Prometheus text format
 
 Errors are JSON ``{"detail": message}``: 400/422 bad input, 401 missing or wrong API key, 404 unknown
-id, 409 event id reused for another event, 413 body too large. Handlers are plain ``def`` routes so
-the slow paths (featurising a new image or a free-text context) run in the thread pool; the shared
-state is guarded by the service's lock.
+id, 409 event id reused for another event, 413 body too large. ``/v1/select`` (with a known article
+or an already-seen text) and ``/v1/feedback`` run on the event loop (a thread hop would cost as much
+as the work); featurising a new image or a new free-text context runs in the thread pool. The
+shared state is guarded by the service's lock.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -198,13 +200,17 @@ def create_app(service: Service) -> FastAPI:
         return _json(service.score(_dump(req.context), [_dump(c) for c in req.candidates], req.include_features))
 
     @app.post("/v1/select", summary="Choose one candidate for a context (bandit) and log the decision")
-    def select(req: SelectRequest) -> JSONResponse:
-        out = service.select(_dump(req.context), [_dump(c) for c in req.candidates])
+    async def select(req: SelectRequest) -> JSONResponse:
+        ctx, cands = _dump(req.context), [_dump(c) for c in req.candidates]
+        if service.fast_path(ctx, cands):  # ~2 ms of CPU: run it on the event loop, no thread hop
+            out = service.select(ctx, cands)
+        else:  # a new free-text context needs its features computed (tens of ms): thread pool
+            out = await run_in_threadpool(service.select, ctx, cands)
         metrics.decisions.labels(service.policy.name).inc()
         return _json(out)
 
     @app.post("/v1/feedback", summary="Report an event for a decision (idempotent by event_id)")
-    def feedback(req: FeedbackRequest) -> JSONResponse:
+    async def feedback(req: FeedbackRequest) -> JSONResponse:  # one short transaction
         out = service.feedback(event_id=req.event_id, decision_id=req.decision_id, type=req.type, value=req.value,
                                occurred_at=req.occurred_at)
         metrics.events.labels(req.type, out["status"]).inc()

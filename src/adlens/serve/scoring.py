@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from adlens.errors import InvalidInput
+from adlens.features.pair import entity_set
 
 __all__ = ["ContextScorer", "Context", "UnknownIds", "normalise_score"]
 
@@ -107,6 +108,7 @@ class ContextScorer:
         self._articles: dict[str, Context] = {}
         self._texts = _LRU(min(cache_size, 4096))
         self._scores = _LRU(cache_size)
+        self._mvec: dict[str, np.ndarray] = {}  # creative id -> encoded M part of its model row
         self.student = self.fast = self.version = None
         self.teacher = None
         self.joint = None
@@ -156,7 +158,7 @@ class ContextScorer:
         Xi = embedding_matrix(self.ws, got, "image_embedding", AD_IMAGE_KIND)[0] if got else None
         with self._lock:
             for k, r in enumerate(got):
-                self._ads[r["ad_id"]] = _Side(_row_vec(Xt, k), self._project(_row_vec(Xi, k)), r.get("ad_entities"),
+                self._ads[r["ad_id"]] = _Side(_row_vec(Xt, k), self._project(_row_vec(Xi, k)), entity_set(r.get("ad_entities")),
                                              r.get("copy_valence"), r.get("ad_topic"), _m_row(r))
             for i in recs - set(rows):  # in the catalog, not featurised yet: scored as missing features
                 self._ads[i] = _Side(None, None, None, None, None, None)
@@ -184,31 +186,63 @@ class ContextScorer:
         with self._fx_lock:  # one extraction at a time: the NLP pipeline is not shared across threads
             art = fx.extract(text)
         emb = art.get("text_embedding")
-        ctx = Context(key, None, _Side(None if emb is None else np.asarray(emb, np.float32), None, art.get("entities"),
+        ctx = Context(key, None, _Side(None if emb is None else np.asarray(emb, np.float32), None, entity_set(art.get("entities")),
                                        art.get("valence"), art.get("topic")))
         with self._lock:
             self._texts.put(key, ctx)
         return ctx
 
+    def has_text(self, text: str) -> bool:
+        """Whether the features of this free-text context are cached."""
+        return ("text:" + hashlib.sha256(text.encode()).hexdigest()) in self._texts
+
+    def has_article(self, article_id: str) -> bool:
+        return article_id in self._articles
+
+    def has_ads(self, ids) -> bool:
+        return all(i in self._ads for i in ids)
+
     def _article(self, article_id: str) -> Context:
         ctx = self._articles.get(article_id)
-        if ctx is not None:
-            return ctx
+        if ctx is None:
+            self._load_articles([article_id])
+            ctx = self._articles.get(article_id)
+            if ctx is None:
+                raise UnknownIds("article_id", [article_id])
+        return ctx
+
+    def _load_articles(self, ids: Sequence[str] | None) -> None:
+        """Load the stored features of articles ``ids`` (all when None) in one batch."""
         from adlens.features.jobs import ARTICLE_TEXT_KIND, article_records, embedding_matrix, load_features
 
-        if not article_records(self.ws, [article_id]):
-            raise UnknownIds("article_id", [article_id])
-        rows = load_features(self.ws, "articles", [article_id])
-        if rows:
-            r = rows[0]
-            Bt = embedding_matrix(self.ws, rows, "text_embedding", ARTICLE_TEXT_KIND)[0]
-            side = _Side(_row_vec(Bt, 0), None, r.get("entities"), r.get("valence"), r.get("topic"))
-        else:
-            side = _Side(None, None, None, None, None)
-        ctx = Context(f"article:{article_id}", article_id, side)
+        recs = {r.article_id for r in article_records(self.ws, ids)}
+        if not recs:
+            return
+        rows = load_features(self.ws, "articles", recs)
+        Bt = embedding_matrix(self.ws, rows, "text_embedding", ARTICLE_TEXT_KIND)[0] if rows else None
+        got = {}
+        for k, r in enumerate(rows):
+            got[r["article_id"]] = _Side(_row_vec(Bt, k), None, entity_set(r.get("entities")), r.get("valence"),
+                                         r.get("topic"))
         with self._lock:
-            self._articles[article_id] = ctx
-        return ctx
+            for a in recs:  # an article without features yet is scored with missing context features
+                self._articles[a] = Context(f"article:{a}", a, got.get(a, _Side(None, None, None, None, None)))
+
+    def preload(self, max_items: int = 200_000) -> dict[str, int]:
+        """Load every creative's and article's features now (service start), so that no request pays
+        for a first sight. Workspaces larger than ``max_items`` per kind are left to lazy loading."""
+        from adlens.features.jobs import ad_records, article_records
+
+        ads = [r.ad_id for r in ad_records(self.ws)]
+        arts = [r.article_id for r in article_records(self.ws)]
+        if len(ads) <= max_items:
+            self._load_ads(ads)
+        if len(arts) <= max_items:
+            self._load_articles(None)
+        if self.student is not None and self._ads:
+            ids = [a for a in self._ads if a not in self._mvec]
+            self._matrix_m(ids)
+        return {"ads": len(self._ads), "articles": len(self._articles)}
 
     def _context_extractor(self):
         with self._lock:
@@ -245,8 +279,12 @@ class ContextScorer:
                 todo.append(k)
         if todo:
             sides = [self._ads[ad_ids[k]] for k in todo]
-            rows = self._rows(sides, ctx.side)
-            X = self.student.matrix(rows)
+            if with_features:
+                rows = self._rows(sides, ctx.side)
+                X = self.student.matrix(rows)
+            else:  # the hot path of /v1/select: encoded creative rows + the pair feature columns
+                rows = None
+                X = self._matrix([ad_ids[k] for k in todo], sides, ctx.side)
             with self._score_lock:  # FastScorer reuses one input/output buffer
                 vals = self.fast.score(X)
             with self._lock:
@@ -270,9 +308,37 @@ class ContextScorer:
             vals = self.fast.score(X)
         return {"scores": vals.astype(np.float64), "features": [_clean(r, self.student.features) for r in full]}
 
-    def _rows(self, sides: Sequence[_Side], art: _Side) -> list[dict[str, Any]]:
+    def _matrix(self, ad_ids: Sequence[str], sides: Sequence[_Side], art: _Side) -> np.ndarray:
+        """The encoded ``(K, n_features)`` matrix without building per-row dicts: each creative's
+        encoded M part is computed once and cached; the F columns are filled per request."""
+        self._matrix_m([a for a in ad_ids if a not in self._mvec])
+        X = np.stack([self._mvec[a] for a in ad_ids])
+        F = self._pair(sides, art)
+        for j, n in enumerate(self.student.features):
+            if n in F:
+                X[:, j] = F[n]
+        return X
+
+    def _matrix_m(self, ad_ids: Sequence[str]) -> None:
+        """Encode and cache the M part of the model row of creatives ``ad_ids``."""
+        if not ad_ids:
+            return
+        enc = self.student.matrix(self._rows_m([self._ads[a] for a in ad_ids]))
+        with self._lock:
+            for a, row in zip(ad_ids, enc):
+                self._mvec[a] = row
+
+    def _rows_m(self, sides: Sequence[_Side]) -> list[dict[str, Any]]:
+        out = []
+        for s in sides:
+            row = dict(s.m_row) if s.m_row is not None else {}
+            for n in self.student.features:
+                row.setdefault(n, math.nan)
+            out.append(row)
+        return out
+
+    def _pair(self, sides: Sequence[_Side], art: _Side) -> dict[str, np.ndarray]:
         from adlens.features.pair import AdSide, ArticleSide, pair_features
-        from adlens.quality.jobs import F_FEATURES
 
         K = len(sides)
         At = _stack([s.text_emb for s in sides])
@@ -288,6 +354,12 @@ class ContextScorer:
                           ArticleSide(text_emb=Bt if (use_text or use_joint) else None, entities=[art.entities],
                                       valence=[art.valence], topic=[art.topic]),
                           list(range(K)), [0] * K, joint=_Projected(self.joint) if use_joint else None)
+        return F
+
+    def _rows(self, sides: Sequence[_Side], art: _Side) -> list[dict[str, Any]]:
+        from adlens.quality.jobs import F_FEATURES
+
+        F = self._pair(sides, art)
         out = []
         for k, s in enumerate(sides):
             row = dict(s.m_row) if s.m_row is not None else {}

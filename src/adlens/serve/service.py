@@ -67,6 +67,7 @@ class ServeConfig:
         (serving = showing). False: impressions count only from ``impression`` / ``click`` events.
     feedback_window_s: events later than this after their decision are stored but not counted.
     random_state: seed of the selector (None = fresh entropy).
+    preload: load every creative's and article's features at start (no first-sight reads later).
     """
     policy: str | Mapping[str, Any] = "thompson"
     weights: Weights | None = None
@@ -77,6 +78,7 @@ class ServeConfig:
     impression_on_select: bool = True
     feedback_window_s: float = 7 * 24 * 3600.0
     random_state: int | None = None
+    preload: bool = True
 
 
 class Service:
@@ -92,6 +94,8 @@ class Service:
         self.weights = self.config.weights or current_weights(self.store)
         self.selector = Selector(self.policy, self.weights, self.config.prior, random_state=self.config.random_state)
         self.scorer = ContextScorer(ws, self.config.model_version, context_extractor=context_extractor)
+        if self.config.preload:
+            self.scorer.preload()
         self._creative_fx = creative_extractor
         self._lock = threading.RLock()  # one decision / one event at a time updates the caches
         self._fx_lock = threading.Lock()
@@ -181,6 +185,18 @@ class Service:
         if dup:
             raise InvalidInput(f"candidate ids repeated: {', '.join(dup)}")
         return ids, qual, risk
+
+    def fast_path(self, context: Mapping[str, Any] | None, candidates: Sequence[Any] = ()) -> bool:
+        """True when a select needs nothing read or computed first: the context (article or text)
+        and every candidate creative were seen before (their features are in memory)."""
+        if not isinstance(context, Mapping):
+            return True  # invalid: fails fast either way
+        if context.get("text") is not None and not self.scorer.has_text(context["text"]):
+            return False
+        if context.get("article_id") is not None and not self.scorer.has_article(context["article_id"]):
+            return False
+        ids = (c if isinstance(c, str) else c.get("id") if isinstance(c, Mapping) else None for c in candidates)
+        return self.scorer.has_ads(i for i in ids if isinstance(i, str))
 
     def context(self, context: Mapping[str, Any] | None):
         if not isinstance(context, Mapping):
