@@ -45,6 +45,8 @@ def register(app: typer.Typer) -> None:
         feedback_window: float = typer.Option(7 * 24 * 3600.0, "--feedback-window",
                                               help="Seconds after a decision within which events still count (0 = no limit)."),
         seed: int = typer.Option(None, "--seed", help="Seed of the selector (default: fresh entropy)."),
+        preload: bool = typer.Option(True, "--preload/--no-preload",
+                                     help="Load every creative's and article's features at start."),
         log_level: str = typer.Option("warning", "--log-level"),
         workspace: Path = WorkspaceOpt,
     ) -> None:
@@ -58,7 +60,7 @@ def register(app: typer.Typer) -> None:
             cfg = ServeConfig(policy=policy, weights=_weights(weights), model_version=model_version,
                               max_candidates=max_candidates, max_body_bytes=max_body_bytes,
                               impression_on_select=impression_on_select, feedback_window_s=feedback_window,
-                              random_state=seed)
+                              random_state=seed, preload=preload)
             service = Service(ws, cfg)
         except (AdlensError, ValueError) as e:
             _fail(e)
