@@ -2,7 +2,11 @@
 
 Images: EfficientNet-Lite0 end to end through ``embed_files`` (decode in a thread pool,
 pipelined with inference) with the ONNX Runtime session and, in the same run, with the same
-network in torch eager mode; plus ONNX Runtime on pre-decoded pixels (inference alone).
+network in torch eager mode; plus ONNX Runtime on pre-decoded pixels (inference alone); the
+same for the int8 model (``efficientnet-lite0-int8``, :mod:`adlens.embed.quantize`) and its
+cosine to fp32; and, because other processes share this CPU, fp32 vs int8 inference on ONE
+thread measured in images per CPU-second of this process (``time.process_time``), which
+waiting for the CPU does not inflate; interleaved repeats.
 Files: the first N clothing JPEGs (``/work/shared/data/clothing``, max side 256 px) when
 present, else N rendered 256 px JPEGs in a temp dir.
 
@@ -31,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from adlens.embed.base import default_num_threads
-from adlens.embed.image import EfficientNetLite0, EfficientNetLite0Torch
+from adlens.embed.image import EfficientNetLite0, EfficientNetLite0Int8, EfficientNetLite0Torch
 
 CLOTHING = Path("/work/shared/data/clothing/images")
 TRANSCRIPTS = Path("/work/shared/data/ad_transcripts/ad_transcripts.csv")
@@ -109,11 +113,48 @@ def main(argv=None) -> int:
         row("ORT end to end (decode pipelined, batch 32)", len(files), timed(lambda: ort_emb.embed_files(files), repeats), "img/s")
         px = np.stack([ort_emb._pixels(f) for f in files[: min(len(files), 256)]])
         row("ORT inference only (pre-decoded pixels)", len(px), timed(lambda: ort_emb.embed_pixels(px), repeats), "img/s")
+        q_emb = EfficientNetLite0Int8(args.model_dir, batch_size=32)
+        q_emb.session
+        row("ORT int8 end to end (decode pipelined, batch 32)", len(files), timed(lambda: q_emb.embed_files(files), repeats), "img/s")
+        row("ORT int8 inference only (pre-decoded pixels)", len(px), timed(lambda: q_emb.embed_pixels(px), repeats), "img/s")
         t = time.perf_counter()
         for f in files[:256]:
             ort_emb._pixels(f)
         dec = (time.perf_counter() - t) / min(len(files), 256)
         print(f"| {'decode + resize only (1 thread)':52s} | {1 / dec:8.1f} | {'':16s} | img/s |")
+        # one thread each, images per CPU-second: robust to other processes on the machine
+        one = {"fp32": EfficientNetLite0(args.model_dir, num_threads=1), "int8": EfficientNetLite0Int8(args.model_dir, num_threads=1)}
+        cpu = {k: [] for k in one}
+        for e in one.values():
+            e.embed_pixels(px[:32])
+        for _ in range(repeats):
+            for k, e in one.items():  # interleaved
+                t = time.process_time()
+                e.embed_pixels(px)
+                cpu[k].append(len(px) / (time.process_time() - t))
+        for k, v in cpu.items():
+            print(f"| {f'{k} inference, 1 thread, per CPU-second':52s} | {statistics.median(v):8.1f} | "
+                  f"{min(v):7.1f}-{max(v):<7.1f} | img/CPU-s |")
+        # end to end, fp32 / int8 x ONNX Runtime thread spinning off (adlens default) / on, interleaved
+        e2e = {f"{name} e2e, spinning {'on' if spin else 'off'}": cls(args.model_dir, allow_spinning=spin)
+               for name, cls in (("fp32", EfficientNetLite0), ("int8", EfficientNetLite0Int8)) for spin in (False, True)}
+        wall, cpu_ms = {k: [] for k in e2e}, {k: [] for k in e2e}
+        for e in e2e.values():
+            e.embed_files(files[:32])
+        for _ in range(repeats):
+            for k, e in e2e.items():
+                t, c = time.perf_counter(), time.process_time()
+                e.embed_files(files)
+                wall[k].append(len(files) / (time.perf_counter() - t))
+                cpu_ms[k].append((time.process_time() - c) / len(files) * 1000)
+        for k in e2e:
+            print(f"| {k + f' ({statistics.median(cpu_ms[k]):.1f} CPU-ms/img)':52s} | {statistics.median(wall[k]):8.1f} | "
+                  f"{min(wall[k]):7.1f}-{max(wall[k]):<7.1f} | img/s |")
+        print(f"| {'load average now: ' + ', '.join(f'{x:.2f}' for x in os.getloadavg()):52s} | | | |")
+        a, b = ort_emb.embed_pixels(px), q_emb.embed_pixels(px)
+        cos = np.sum(a * b, axis=1)
+        print(f"\nint8 vs fp32 cosine ({len(px)} images): mean {cos.mean():.4f}, min {cos.min():.4f}; "
+              f"load average {os.getloadavg()}")
         if not args.no_torch:
             t_emb = EfficientNetLite0Torch(batch_size=32)
             n_t = min(len(files), 64 if args.quick else 128)

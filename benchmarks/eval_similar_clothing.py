@@ -16,9 +16,13 @@ fitted on the train half only; every method is scored on the test half only:
 Methods: random vectors; colour histogram (RGB 8x8x8, Hellinger); 64-bit pHash (Hamming
 similarity); raw EfficientNet-Lite0 embeddings (1280-d, cosine); :class:`CatalogProjection`
 (``lda`` / ``linear`` / ``mlp``, each with ``embedding`` / ``posterior`` / ``hybrid`` output);
-then (unless ``--quick`` / ``--no-hq``) the same at 256 px input with flip averaging.
+then (unless ``--quick`` / ``--no-hq``) the same at 256 px input with flip averaging; with
+``--finetune``, the whole backbone fine-tuned on the train half (:mod:`adlens.embed.finetune`,
+~25 min on one core, resumable in ``--tune-dir``) and its three outputs, plus a
+CatalogProjection fitted on the tuned features.
 
-Usage: ``python benchmarks/eval_similar_clothing.py [--quick] [--seed 0] [--json out.json]``
+Usage: ``python benchmarks/eval_similar_clothing.py [--quick] [--seed 0] [--json out.json]
+[--finetune [--epochs 10] [--tune-dir DIR]] [--no-hq]``
 """
 
 from __future__ import annotations
@@ -104,6 +108,34 @@ def run_projections(X, train, test, y_tr, y_te, configs, prefix: str, args) -> l
     return out
 
 
+def run_finetune(paths, train, test, y_tr, y_te, args) -> list[dict]:
+    from adlens.embed.finetune import TunedEfficientNet, finetune_backbone, load_training_pixels
+
+    out_dir = args.tune_dir or Path.home() / ".cache" / "adlens" / f"clothing-tuned-seed{args.seed}"
+    t = time.perf_counter()
+    px = load_training_pixels([paths[i] for i in train])
+    last = [0.0]
+
+    def progress(done, total):
+        if time.perf_counter() - last[0] > 60 or done == total:
+            last[0] = time.perf_counter()
+            print(f"|   fine-tuning step {done}/{total}, {time.perf_counter() - t:.0f} s, load {os.getloadavg()[0]:.1f} | | | | | | |",
+                  flush=True)
+
+    finetune_backbone(px, y_tr, out_dir, epochs=args.epochs, random_state=args.seed, progress=progress)
+    fit_s = time.perf_counter() - t
+    emb = TunedEfficientNet(out_dir, output="embedding")
+    Z = emb.embed_files([paths[i] for i in test]).vectors
+    out = [score(f"tuned backbone / {o}", emb.transform_features(Z, o), y_te, fit_s=fit_s, k=args.k)
+           for o in ("embedding", "posterior", "hybrid")]
+    hyb = TunedEfficientNet(out_dir).embed_files([paths[i] for i in test]).vectors  # the product path
+    out.append(score("tuned backbone / hybrid (embed_files)", hyb, y_te, fit_s=fit_s, k=args.k))
+    Ztr = emb.embed_files([paths[i] for i in train]).vectors
+    proj = CatalogProjection(random_state=args.seed).fit(Ztr, y_tr)
+    out.append(score("tuned backbone + mlp / hybrid", proj.transform(Z), y_te, fit_s=fit_s, k=args.k))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -113,6 +145,10 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="800 images, fewer methods/epochs")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--no-hq", action="store_true", help="skip the 256 px + flip variant")
+    ap.add_argument("--finetune", action="store_true", help="also fine-tune the backbone on the train half")
+    ap.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs")
+    ap.add_argument("--tune-dir", type=Path, default=None,
+                    help="where the tuned model goes (resumable; default ~/.cache/adlens/clothing-tuned-seed<seed>)")
     args = ap.parse_args(argv)
 
     labels_csv = args.data / "labels.csv"
@@ -171,6 +207,8 @@ def main(argv=None) -> int:
         results.append(score("raw, 256 px + flip", Xh[test], y_te, k=args.k))
         results += run_projections(Xh, train, test, y_tr, y_te, [("lda", {}), ("mlp", {"epochs": 100})],
                                    "256 px + flip, ", args)
+    if args.finetune:
+        results += run_finetune(paths, train, test, y_tr, y_te, args)
     print("\ntargets (test half): AUC >= 0.95, precision@10 >= 0.80")
     if args.json:
         args.json.write_text(json.dumps({"n_images": len(paths), "seed": args.seed, "embed_s": t_embed,

@@ -46,7 +46,7 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
         query: str = typer.Argument(..., help="An ad_id in the workspace, or an image file."),
         k: int = typer.Option(10, "--k", help="Number of products."),
         category: str = typer.Option(None, help="Only products of this category."),
-        mode: str = typer.Option("auto", help="auto | learned | raw"),
+        mode: str = typer.Option("auto", help="auto | tuned | learned | raw"),
         report: Path = typer.Option(None, "--report", help="Write an HTML page with the ad and its products."),
         workspace: Path = WorkspaceOpt,
         as_json: bool = JsonOpt,
@@ -73,16 +73,19 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
     @app.command("similar-fit")
     def similar_fit(
         method: str = typer.Option("mlp", help="mlp | linear | lda"),
+        finetune: bool = typer.Option(False, "--finetune", help="Fine-tune the whole backbone (slow; resumable)."),
+        epochs: int = typer.Option(10, help="Fine-tuning epochs."),
         seed: int = typer.Option(0, help="Random seed."),
         workspace: Path = WorkspaceOpt,
         as_json: bool = JsonOpt,
     ) -> None:
         """Learn a similarity from the catalogue's own categories (used by `similar` from then on)."""
-        from adlens.similar import fit_projection
+        from adlens.similar import fit_projection, fit_tuned
 
         try:
             with _workspace(workspace) as ws, _progress(not as_json) as factory:
-                result = fit_projection(ws, method=method, random_state=seed, progress=factory("embed products"))
+                result = (fit_tuned(ws, epochs=epochs, random_state=seed, progress=factory("fine-tune")) if finetune
+                          else fit_projection(ws, method=method, random_state=seed, progress=factory("embed products")))
         except AdlensError as e:
             _fail(e)
         _print_json(result) if as_json else out.print(
@@ -95,6 +98,9 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
         train: Path = typer.Option(None, "--train", help="Catalogue to fit the learned similarity on."),
         k: int = typer.Option(10, "--k"),
         method: str = typer.Option("mlp", help="Learned similarity: mlp | linear | lda"),
+        finetune: bool = typer.Option(False, "--finetune", help="Also fine-tune the backbone on --train (slow)."),
+        epochs: int = typer.Option(10, help="Fine-tuning epochs."),
+        tune_dir: Path = typer.Option(None, help="Keep the tuned model here (resumable)."),
         seed: int = typer.Option(0),
         as_json: bool = JsonOpt,
     ) -> None:
@@ -104,7 +110,8 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
         try:
             with _progress(not as_json) as factory:
                 result = evaluate_similar(test_manifest, train, k=k, method=method, random_state=seed,
-                                          progress=factory("embed test"))
+                                          progress=factory("embed test"), finetune=finetune, epochs=epochs,
+                                          tune_dir=tune_dir, tune_progress=factory("fine-tune"))
         except AdlensError as e:
             _fail(e)
         if as_json:

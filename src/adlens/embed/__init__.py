@@ -23,7 +23,8 @@ from adlens.embed.base import (
     register_embedder,
 )
 from adlens.embed.evaluate import evaluate_embeddings, pair_auc, retrieval_at_k
-from adlens.embed.image import EfficientNetLite0, FileEmbeddings
+from adlens.embed.finetune import TunedEfficientNet, finetune_backbone
+from adlens.embed.image import EfficientNetLite0, EfficientNetLite0Int8, FileEmbeddings
 from adlens.embed.pca import PCA
 from adlens.embed.projection import CatalogProjection
 from adlens.embed.text import MiniLM
@@ -31,15 +32,18 @@ from adlens.embed.text import MiniLM
 __all__ = [
     "CatalogProjection",
     "EfficientNetLite0",
+    "EfficientNetLite0Int8",
     "Embedder",
     "FileEmbeddings",
     "MiniLM",
     "PCA",
     "available_embedders",
     "evaluate_embeddings",
+    "finetune_backbone",
     "get_embedder",
     "l2_normalize",
     "pair_auc",
     "register_embedder",
     "retrieval_at_k",
+    "TunedEfficientNet",
 ]

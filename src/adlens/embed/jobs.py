@@ -21,6 +21,17 @@ from adlens.store import schema
 from adlens.workspace import Workspace
 
 KINDS = ("ads", "articles", "products")
+# The default image model stays fp32 EfficientNet-Lite0, decided on numbers (bench_embed.py and
+# eval_similar_clothing.py, 2-core AVX2 EPYC):
+# - "efficientnet-lite0-int8" is 1.38-1.40x faster per CPU-second (71-75 vs 51-54 img/CPU-s on one
+#   thread) and as good for retrieval on real photos (clothing halves: raw AUC 0.793 vs 0.789,
+#   P@10 0.571 vs 0.555; learned projection 0.944 / 0.717 vs 0.944 / 0.713), and it is the one
+#   that reaches 150 img/s end to end on 2 quiet cores; but its vectors are not fp32's (mean
+#   cosine 0.93), and the dedup cascade's cosine threshold, the creative features and every
+#   stored vector were tuned on / computed with fp32. Switching would silently move those
+#   thresholds. Choose int8 explicitly for throughput: `adlens embed --model efficientnet-lite0-int8`.
+# - "efficientnet-lite0-tuned" (a catalogue-specific fine-tuned backbone) is used by `similar`
+#   when the workspace has one (`adlens similar-fit --finetune`), never as a global default.
 DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
 DEFAULT_TEXT_MODEL = "minilm"
 
