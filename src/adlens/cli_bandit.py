@@ -64,6 +64,15 @@ def register(app: typer.Typer) -> None:
             service = Service(ws, cfg)
         except (AdlensError, ValueError) as e:
             _fail(e)
+        import gc
+
+        # Everything loaded so far (models, preloaded features) lives as long as the process: keep it
+        # out of the cyclic GC so that its full collections do not pause requests.
+        # Full (oldest-generation) collections over the score cache are what showed in the p99, so
+        # they are made rare; young-generation collections, which free request garbage, still run.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, 20, 1_000)
         console.print(f"adlens serve: http://{host}:{port}  policy {service.policy.to_dict()}  "
                       f"model {service.scorer.version or 'none (quality unknown -> prior)'}  docs /docs")
         try:
