@@ -194,8 +194,7 @@ def register(app: typer.Typer) -> None:
             out.print(f"  {k.upper():5s} {_f(e['value'])}  95% CI [{_f(e['ci_low'])}, {_f(e['ci_high'])}]")
 
     @bandit_app.command("simulate")
-    def simulate(policies: str = typer.Option(";".join(("thompson", "ucb1:alpha=0.2", "epsilon_greedy:epsilon=0.1",
-                                                         "linucb:alpha=0.1")), "--policies",
+    def simulate(policies: str = typer.Option("thompson;ucb1:alpha=0.2;epsilon_greedy:epsilon=0.1;linucb:alpha=0.1", "--policies",
                                               help="policy specs separated by ';'"),
                  steps: int = typer.Option(5000, "--steps", min=10),
                  seeds: int = typer.Option(3, "--seeds", min=1),

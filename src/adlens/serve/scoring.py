@@ -30,7 +30,7 @@ import numpy as np
 from adlens.errors import InvalidInput
 from adlens.features.pair import entity_set
 
-__all__ = ["ContextScorer", "Context", "UnknownIds", "normalise_score"]
+__all__ = ["ContextScorer", "Context", "UnknownIds"]
 
 
 class UnknownIds(InvalidInput):
@@ -40,11 +40,6 @@ class UnknownIds(InvalidInput):
         self.ids = list(ids)
         shown = ", ".join(repr(i) for i in self.ids[:10]) + (" ..." if len(self.ids) > 10 else "")
         super().__init__(f"unknown {what}: {shown}")
-
-
-def normalise_score(score: float | np.ndarray) -> np.ndarray:
-    """Student score on the 1-10 scale -> [0, 1] (NaN stays NaN)."""
-    return np.clip((np.asarray(score, dtype=np.float64) - 1.0) / 9.0, 0.0, 1.0)
 
 
 class _LRU(OrderedDict):
@@ -261,7 +256,7 @@ class ContextScorer:
 
         Returns ``{"scores": (K,) float64, "features": [dict] | None, "cached": int}``; unknown ids
         raise :class:`UnknownIds`."""
-        known, unknown = self.known_ads(ad_ids)
+        _, unknown = self.known_ads(ad_ids)
         if unknown:
             raise UnknownIds("creative id(s)", unknown)
         K = len(ad_ids)

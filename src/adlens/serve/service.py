@@ -40,11 +40,12 @@ from adlens.bandit.policies import (
     Weights,
     default_features,
     duplicate_flags,
+    normalise_quality,
     policy_from_spec,
 )
 from adlens.bandit.state import BanditStore
 from adlens.errors import InvalidInput
-from adlens.serve.scoring import ContextScorer, UnknownIds, normalise_score
+from adlens.serve.scoring import ContextScorer
 
 __all__ = ["ServeConfig", "Service"]
 
@@ -304,7 +305,7 @@ class Service:
             scores = np.array([given_q[i] if i in given_q else s[pos[i]] for i in ids], dtype=np.float64)
         else:
             scores = np.array([given_q[i] for i in ids], dtype=np.float64)
-        quality = normalise_score(scores)
+        quality = normalise_quality(scores)
         groups = self._duplicate_groups(ids)
         with self._lock:
             imp, clk = self._counts(ids)
@@ -442,4 +443,4 @@ def _finite(v) -> float | None:
 
 def _score_fields(s: float) -> dict[str, Any]:
     s = float(s)
-    return {"score": _finite(s), "quality": _finite(normalise_score(s))}
+    return {"score": _finite(s), "quality": _finite(normalise_quality(s))}
