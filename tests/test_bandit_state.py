@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from adlens.bandit.state import BanditStore, EventConflict, UnknownDecision, hash_key
+from adlens.bandit.state import BanditStore, EventConflict, UnknownDecision, WriteQueue, decision_record, hash_key
 from adlens.errors import InvalidInput
 from adlens.store.db import make_engine, migrate
 from adlens.store.schema import api_keys
@@ -202,3 +202,83 @@ def test_api_keys_are_stored_hashed_and_revocable(engine):
     assert s.active_key_hashes() == {}
     with pytest.raises(InvalidInput, match="no API key named"):
         s.revoke_key("other")
+
+
+def _record(did, chosen="a", quality=None):
+    return decision_record(decision_id=did, chosen=chosen, propensity=0.5, candidates=[{"id": "a"}, {"id": "b"}],
+                           policy={"name": "thompson"}, weights={}, context_id=None, context_hash="text:x",
+                           quality=quality if quality is not None else {"a": 0.8, "b": 0.2})
+
+
+def _hold(q):
+    """Block the writer thread until the returned event is set (so that jobs pile up behind it)."""
+    gate, started = threading.Event(), threading.Event()
+
+    def wait():
+        started.set()
+        gate.wait(10)
+
+    q.call(wait)
+    assert started.wait(10)
+    return gate
+
+
+def test_write_queue_groups_queued_decisions_into_one_transaction(engine):
+    s = BanditStore(engine)
+    q = WriteQueue(s)
+    try:
+        gate = _hold(q)
+        seen = []
+        futs = [q.decision(_record(f"d{i}", chosen="ab"[i % 2]), on_done=seen.append) for i in range(50)]
+        assert not any(f.done() for f in futs)  # nothing is acknowledged before its commit
+        gate.set()
+        assert [f.result(10) for f in futs] == [None] * 50
+        assert (q.batches, q.decisions) == (1, 50) and seen == [None] * 50
+    finally:
+        q.close()
+    arms = s.arms()
+    assert (arms["a"].impressions, arms["b"].impressions) == (25, 25)
+    assert arms["a"].quality == pytest.approx(0.8)
+    assert s.count()["decisions"] == 50
+
+
+def test_write_queue_a_bad_decision_fails_alone_and_order_is_kept(engine):
+    s = BanditStore(engine)
+    _decide(s, "taken")
+    q = WriteQueue(s)
+    try:
+        gate = _hold(q)
+        ok1 = q.decision(_record("n1"))
+        bad = q.decision(_record("taken"))  # primary key already used
+        ok2 = q.decision(_record("n2"))
+        click = q.call(s.record_event, "e1", "n2", "click")  # queued after n2: must see it
+        gate.set()
+        assert ok1.result(10) is None and ok2.result(10) is None
+        with pytest.raises(sa.exc.IntegrityError):
+            bad.result(10)
+        assert click.result(10)["status"] == "counted"
+    finally:
+        q.close()
+    assert s.count()["decisions"] == 3
+    assert s.arms(["a"])["a"].impressions == 3  # taken + n1 + n2; the failed copy counted nothing
+
+
+def test_write_queue_close_finishes_queued_writes_then_refuses(engine):
+    s = BanditStore(engine)
+    q = WriteQueue(s)
+    futs = [q.decision(_record(f"d{i}")) for i in range(20)]
+    q.close()
+    assert all(f.done() and f.exception() is None for f in futs)
+    assert s.count()["decisions"] == 20
+    with pytest.raises(RuntimeError, match="closed"):
+        q.decision(_record("late"))
+
+
+def test_decision_record_validates_and_encodes():
+    with pytest.raises(InvalidInput, match="propensity"):
+        decision_record(decision_id="x", chosen="a", propensity=0.0, candidates=[], policy={}, weights={},
+                        context_id=None, context_hash="h")
+    r = decision_record(decision_id="x", chosen="z", propensity=1.0, candidates='[{"id": "z"}]', policy='{"a": 1}',
+                        weights={"w": 1}, context_id=None, context_hash="h", quality={"y": float("nan")})
+    assert r.row["candidates"] == '[{"id": "z"}]' and r.row["policy"] == '{"a": 1}' and r.row["weights"] == '{"w": 1}'
+    assert r.quality == {"y": None, "z": None}  # NaN prior -> unknown; the chosen arm is created too

@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 
 from adlens.features.joint import JointSpace, retrieval_recall
-from adlens.features.pair import PAIR_FEATURES, AdSide, ArticleSide, jaccard, pair_features, pair_matrix
+from adlens.features.pair import (
+    PAIR_FEATURES,
+    AdSide,
+    ArticleSide,
+    jaccard,
+    joint_rows,
+    pair_features,
+    pair_features_from_unit,
+    pair_matrix,
+    unit_rows,
+)
 
 
 def _sides():
@@ -147,3 +157,50 @@ def test_joint_space_errors(tmp_path):
     with pytest.raises(ValueError, match="not a"):
         JointSpace.load(bad)
     assert retrieval_recall(np.eye(4), np.eye(4), ks=(1,))["recall@1"] == 1.0
+
+
+class _Elementwise:
+    """A joint space whose rows do not depend on the batch (a BLAS product of 1 row and of 8 rows
+    may differ in the last bit; the service maps each row alone in both paths anyway)."""
+
+    def __init__(self, wi, wt):
+        self.wi, self.wt = wi, wt
+
+    def image_to_joint(self, x):
+        return np.tanh(x[:, : len(self.wi)] * self.wi)
+
+    def text_to_joint(self, x):
+        return np.tanh(x[:, : len(self.wt)] * self.wt)
+
+
+def test_pair_features_from_unit_rows_cached_one_by_one_equal_pair_features_exactly():
+    # the scoring service normalises / projects each creative's and context's rows once, alone, and
+    # reuses them; that must give bit-identical features to the batch computation over all rows
+    rng = np.random.default_rng(3)
+    n_ads, n_art, d, D, k = 9, 4, 16, 24, 8
+    At = rng.normal(size=(n_ads, d)).astype(np.float32)
+    At[2] = 0.0  # empty text -> missing
+    Ai = rng.normal(size=(n_ads, D)).astype(np.float32)
+    Ai[5] = np.nan  # no image vector
+    Bt = rng.normal(size=(n_art, d)).astype(np.float32)
+    joint = _Elementwise(rng.normal(size=k).astype(np.float32), rng.normal(size=k).astype(np.float32))
+    ads = AdSide(text_emb=At, image_emb=Ai, entities=[{"Apple"}, None, set(), {"x", "y"}, {"apple"}, {"z"}, None, {"q"}, {"y"}],
+                 valence=rng.uniform(-1, 1, n_ads), topic=["a", None, "b", "a", "c", "a", "b", "", "c"])
+    arts = ArticleSide(text_emb=Bt, entities=[{"apple", "y"}, None, {"q"}, set()], valence=rng.uniform(-1, 1, n_art),
+                       topic=["a", "b", None, "c"])
+    ia = np.repeat(np.arange(n_ads), n_art)
+    ib = np.tile(np.arange(n_art), n_ads)
+    want = pair_features(ads, arts, ia, ib, joint=joint)
+
+    def one_by_one(rows, fn=None):
+        out = [joint_rows(fn, unit_rows(r[None, :]))[0] if fn else unit_rows(r[None, :])[0] for r in rows]
+        width = max(len(v) for v in out)  # a missing row comes back 1-wide: pad it as the service does
+        return np.stack([v if len(v) == width else np.full(width, np.nan, np.float32) for v in out])
+
+    got = pair_features_from_unit(one_by_one(At), one_by_one(Bt), one_by_one(Ai, joint.image_to_joint),
+                                  one_by_one(Bt, joint.text_to_joint), ads, arts, ia, ib)
+    for name in PAIR_FEATURES:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert np.isnan(want["sim_adtext_article"][ia == 2]).all()  # the zero text row stays missing
+    assert np.isnan(want["sim_adimage_article"][ia == 5]).all()
+    assert np.isfinite(want["sim_adimage_article"][ia != 5]).all()

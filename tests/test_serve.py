@@ -10,6 +10,7 @@ import threading
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from conftest import banner, encode
 from fastapi.testclient import TestClient
 
@@ -378,3 +379,70 @@ def test_select_fast_path_scores_equal_the_feature_path(trained):
             slow = b.score(ADS, b.context(article_id=art), with_features=True)["scores"]
             np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-6)
             assert np.isfinite(fast).all()
+
+
+class _RandomJoint:
+    """A fixed random linear joint space of any input width (seeded by the width)."""
+
+    @staticmethod
+    def _map(x):
+        return x @ np.random.default_rng(x.shape[1]).normal(size=(x.shape[1], 8)).astype(np.float32)
+
+    image_to_joint = text_to_joint = _map
+
+
+def test_cached_unit_rows_give_exactly_the_pair_features_of_the_batch_function(trained):
+    """ContextScorer keeps each creative's / context's normalised rows; the features must equal
+    pair_features over the same vectors bit for bit (the model's splits see these values)."""
+    from adlens.features.pair import AdSide, ArticleSide, pair_features
+    from adlens.serve.scoring import ContextScorer, _Projected, _stack
+
+    with open_workspace(trained.workspace, trained) as ws:
+        sc = ContextScorer(ws)
+        assert sc.joint is None  # no joint space saved in this workspace: give it one
+        sc.joint = _RandomJoint()  # so that the image-article feature is exercised too
+        sc.known_ads(ADS)
+        sides = [sc._ads[a] for a in ADS]
+        for art in ("art00", "art07", "zz1"):
+            ctx = sc.context(article_id=art)
+            got = sc._pair(sides, ctx.side)
+            again = sc._pair(sides, ctx.side)  # from the cached rows
+            want = pair_features(
+                AdSide(text_emb=_stack([s.text_emb for s in sides]), image_emb=_stack([s.image_emb for s in sides]),
+                       entities=[s.entities for s in sides], valence=[s.valence for s in sides],
+                       topic=[s.topic for s in sides]),
+                ArticleSide(text_emb=ctx.side.text_emb[None, :], entities=[ctx.side.entities], valence=[ctx.side.valence],
+                            topic=[ctx.side.topic]),
+                list(range(len(ADS))), [0] * len(ADS), joint=_Projected(sc.joint))
+            for name, v in want.items():
+                np.testing.assert_array_equal(got[name], v, err_msg=name)
+                np.testing.assert_array_equal(again[name], v, err_msg=name)
+            assert np.isfinite(got["sim_adimage_article"]).all() and np.isfinite(got["sim_adtext_article"]).all()
+
+
+def test_a_failed_decision_write_raises_and_undoes_the_in_memory_count(trained):
+    ws, svc = _service(trained)
+    try:
+        ctx = {"article_id": "art02"}
+        n0 = svc.store.count()["decisions"]  # the module's workspace is shared with other tests
+        svc.select(ctx, ADS[:5])
+        before = {a: list(v) for a, v in svc._arms.items()}
+        real = svc.store.record_decisions
+
+        def broken(records):
+            raise sa.exc.OperationalError("INSERT", {}, Exception("database or disk is full"))
+
+        svc.store.record_decisions = broken
+        with pytest.raises(sa.exc.OperationalError, match="disk is full"):
+            svc.select(ctx, ADS[:5])
+        assert {a: list(v) for a, v in svc._arms.items()} == before  # the optimistic +1 was undone
+        svc.store.record_decisions = real
+        d = svc.select(ctx, ADS[:5])
+        db = svc.store.arms(ADS[:5])
+        for a in ADS[:5]:
+            assert svc._arms[a] == [db[a].impressions, db[a].clicks]
+        assert svc.store.count()["decisions"] == n0 + 2 and svc.counters["decisions"] == 2
+        assert svc.feedback(event_id="f1", decision_id=d["decision_id"], type="click")["status"] == "counted"
+    finally:
+        svc.close()
+        ws.close()

@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,7 +38,7 @@ import sqlalchemy as sa
 from adlens.errors import InvalidInput
 from adlens.store.schema import api_keys, bandit_arms, bandit_decisions, bandit_events, bandit_state
 
-__all__ = ["ArmCounts", "BanditStore", "EVENT_TYPES", "UnknownDecision", "EventConflict", "hash_key"]
+__all__ = ["ArmCounts", "BanditStore", "DecisionRecord", "WriteQueue", "decision_record", "EVENT_TYPES", "UnknownDecision", "EventConflict", "hash_key"]
 
 EVENT_TYPES = ("impression", "click", "conversion", "dwell")
 # event type -> (decision flag it sets once, arm counter it increments once)
@@ -77,6 +80,147 @@ def hash_key(key: str) -> str:
 def _arm(row) -> ArmCounts:
     return ArmCounts(row.arm_id, row.quality, int(row.impressions), int(row.clicks), int(row.conversions),
                      float(row.dwell_ms))
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """One decision ready to store: its row and the arms it may create (id -> prior quality)."""
+    row: dict[str, Any]
+    quality: dict[str, float | None]
+
+
+def decision_record(*, decision_id: str, chosen: str, propensity: float, candidates: list[dict] | str,
+                    policy: Mapping[str, Any] | str, weights: Mapping[str, Any] | str, context_id: str | None,
+                    context_hash: str, model_version: str | None = None, x: Sequence[float] | None = None,
+                    count_impression: bool = True, quality: Mapping[str, float | None] | None = None,
+                    created_at: datetime | None = None, arms_exist: bool = False) -> DecisionRecord:
+    """Validate and encode one decision (see :meth:`BanditStore.record_decision` for the arguments;
+    ``candidates`` / ``policy`` / ``weights`` may be given as JSON text already)."""
+    if not 0.0 < propensity <= 1.0:
+        raise InvalidInput(f"propensity must be in (0, 1], got {propensity}")
+    row = dict(
+        decision_id=decision_id, created_at=created_at or _now(), context_id=context_id, context_hash=context_hash,
+        policy=policy if isinstance(policy, str) else json.dumps(dict(policy), sort_keys=True),
+        weights=weights if isinstance(weights, str) else json.dumps(dict(weights), sort_keys=True),
+        model_version=model_version, chosen=chosen, propensity=float(propensity),
+        candidates=candidates if isinstance(candidates, str) else json.dumps(candidates, allow_nan=False),
+        x=None if x is None else json.dumps([float(v) for v in x]),
+        impression=1 if count_impression else 0, clicked=0, converted=0, dwell_ms=0.0)
+    qual = {a: _q(q) for a, q in (quality or {}).items()}
+    if not arms_exist:
+        qual.setdefault(chosen, None)  # the chosen arm must exist to count its impression
+    return DecisionRecord(row, qual)
+
+
+_STOP = object()
+
+
+class WriteQueue:
+    """One thread that does all of a service's writes, in arrival order: consecutive decisions are
+    written together in one transaction (group commit), every other job alone.
+
+    Why: a decision's transaction cost ~0.7 ms of Python per request; batched, the fixed part is paid
+    once per batch, SQLite's own work runs outside the GIL next to the request threads, and a single
+    writer never waits on SQLite's file lock (whose busy handler sleeps in steps of milliseconds).
+    A caller gets a :class:`concurrent.futures.Future` that completes when its write is committed:
+    an answer is sent only after its decision is durable, so no client can hold an id the database
+    does not know. If a batch fails, its decisions are retried one by one so that a bad row fails alone.
+    """
+
+    def __init__(self, store: BanditStore, max_batch: int = 256):
+        self.store = store
+        self.max_batch = int(max_batch)
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
+        self.batches = 0  # transactions of decisions written (decisions / batches = mean group size)
+        self.decisions = 0
+        self._thread = threading.Thread(target=self._run, name="adlens-writer", daemon=True)
+        self._thread.start()
+
+    def decision(self, record: DecisionRecord, on_done: Callable[[BaseException | None], None] | None = None) -> Future:
+        """Queue one decision; the future's result is None once it is committed. ``on_done(error)``
+        runs on the writer thread after the write and before the future completes."""
+        return self._put("decision", record, on_done)
+
+    def call(self, fn: Callable[..., Any], *args, **kw) -> Future:
+        """Run ``fn(*args, **kw)`` on the writer thread (e.g. :meth:`BanditStore.record_event`)."""
+        return self._put("call", (fn, args, kw), None)
+
+    def _put(self, kind: str, payload: Any, on_done) -> Future:
+        if self._closed:
+            raise RuntimeError("the write queue is closed")
+        f: Future = Future()
+        self._q.put((kind, payload, on_done, f))
+        return f
+
+    def _run(self) -> None:
+        item = None
+        while True:
+            item = item or self._q.get()
+            if item is _STOP:
+                return
+            kind, payload, on_done, fut = item
+            item = None
+            if kind == "call":
+                fn, args, kw = payload
+                try:
+                    fut.set_result(fn(*args, **kw))
+                except BaseException as e:  # noqa: BLE001 - handed to the caller
+                    fut.set_exception(e)
+                continue
+            batch = [(payload, on_done, fut)]
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP or nxt[0] != "decision":
+                    item = nxt  # handled next, after this batch: the order is kept
+                    break
+                batch.append(nxt[1:])
+            self._write(batch)
+
+    def _write(self, batch: list) -> None:
+        try:
+            self.store.record_decisions([r for r, _, _ in batch])
+        except Exception as e:
+            if len(batch) == 1:
+                self._done(batch[0], e)
+                return
+            for job in batch:  # one bad row must not fail the others
+                try:
+                    self.store.record_decisions([job[0]])
+                except Exception as e1:
+                    self._done(job, e1)
+                else:
+                    self.decisions += 1
+                    self._done(job, None)
+            return
+        self.batches += 1
+        self.decisions += len(batch)
+        for job in batch:
+            self._done(job, None)
+
+    @staticmethod
+    def _done(job, error: BaseException | None) -> None:
+        _, on_done, fut = job
+        if on_done is not None:
+            try:
+                on_done(error)
+            except Exception as e:  # noqa: BLE001 - a failing hook must not strand the caller
+                error = error or e
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(error)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish every queued write, then stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._q.put(_STOP)
+        self._thread.join(timeout)
 
 
 class BanditStore:
@@ -126,24 +270,28 @@ class BanditStore:
         """Store one decision (and, with ``count_impression``, the chosen arm's impression) atomically.
         ``quality`` (arm id -> normalised predicted quality) creates unseen arms in the same transaction
         (their prior); ``arms_exist`` = the caller knows every other candidate, and the chosen one, exist."""
-        if not 0.0 < propensity <= 1.0:
-            raise InvalidInput(f"propensity must be in (0, 1], got {propensity}")
-        now = created_at or _now()
+        self.record_decisions([decision_record(
+            decision_id=decision_id, chosen=chosen, propensity=propensity, candidates=candidates, policy=policy,
+            weights=weights, context_id=context_id, context_hash=context_hash, model_version=model_version, x=x,
+            count_impression=count_impression, quality=quality, created_at=created_at, arms_exist=arms_exist)])
+
+    def record_decisions(self, records: Sequence[DecisionRecord]) -> None:
+        """Store many decisions (:func:`decision_record`) in ONE transaction: all or none."""
+        if not records:
+            return
+        now = max(r.row["created_at"] for r in records)
         with self.engine.begin() as conn:  # first statement a write (see record_event)
             # statements built once with bind parameters: this is the hot path of /v1/select
-            conn.execute(_INSERT_DECISION, dict(
-                decision_id=decision_id, created_at=now, context_id=context_id, context_hash=context_hash,
-                policy=json.dumps(dict(policy), sort_keys=True), weights=json.dumps(dict(weights), sort_keys=True),
-                model_version=model_version, chosen=chosen, propensity=float(propensity),
-                candidates=json.dumps(candidates, allow_nan=False), x=None if x is None else json.dumps([float(v) for v in x]),
-                impression=1 if count_impression else 0, clicked=0, converted=0, dwell_ms=0.0))
-            qual = dict(quality or {})
-            if not arms_exist:
-                qual.setdefault(chosen, None)  # the chosen arm must exist to count its impression
+            conn.execute(_INSERT_DECISION, [r.row for r in records])
+            qual: dict[str, float | None] = {}
+            for r in records:  # the first quality seen for an arm is its prior
+                for a, q in r.quality.items():
+                    qual.setdefault(a, q)
             if qual:
                 self._ensure_arms(conn, qual, now)
-            if count_impression:
-                conn.execute(_COUNT_IMPRESSION, {"arm": chosen, "now": now})
+            imp = [{"arm": r.row["chosen"], "now": r.row["created_at"]} for r in records if r.row["impression"]]
+            if imp:
+                conn.execute(_COUNT_IMPRESSION, imp)
 
     def decision(self, decision_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

@@ -42,7 +42,8 @@ import numpy as np
 from adlens.features.context import normalize_entity
 from adlens.features.schema import FeatureSpec
 
-__all__ = ["PAIR_FEATURES", "PAIR_SCHEMA", "AdSide", "ArticleSide", "JointSpaceLike", "jaccard", "pair_features", "pair_matrix"]
+__all__ = ["PAIR_FEATURES", "PAIR_SCHEMA", "AdSide", "ArticleSide", "JointSpaceLike", "jaccard", "joint_rows", "pair_features",
+           "pair_features_from_unit", "pair_matrix", "unit_rows"]
 
 PAIR_SCHEMA: tuple[FeatureSpec, ...] = (
     FeatureSpec("sim_adtext_article", "float32", "cosine(text emb of ad copy+OCR, text emb of article); NaN if either missing", True),
@@ -178,45 +179,62 @@ def pair_features(ads: AdSide, articles: ArticleSide, ad_idx: Sequence[int], art
     Returns ``{name: (n_pairs,) float32}`` in :data:`PAIR_FEATURES` order. Missing inputs give
     NaN for the features that need them (never zeros).
     """
+    ia, ib = _pair_index(ad_idx, article_idx, len(ads), len(articles))
+    At, Bt = unit_rows(ads.text_emb, "ads.text_emb"), unit_rows(articles.text_emb, "articles.text_emb")
+    if At is not None and Bt is not None and At.shape[1] != Bt.shape[1]:
+        raise ValueError(f"ad text embeddings are {At.shape[1]}-d, article ones {Bt.shape[1]}-d")
+    Ji = Jt = None
+    Ai = unit_rows(ads.image_emb, "ads.image_emb")
+    if joint is not None and Ai is not None and Bt is not None:
+        Ji, Jt = joint_rows(joint.image_to_joint, Ai), joint_rows(joint.text_to_joint, Bt)
+    return pair_features_from_unit(At, Bt, Ji, Jt, ads, articles, ia, ib)
+
+
+def _pair_index(ad_idx, article_idx, n_ads: int, n_art: int) -> tuple[np.ndarray, np.ndarray]:
     ia = np.asarray(ad_idx, dtype=np.int64).ravel()
     ib = np.asarray(article_idx, dtype=np.int64).ravel()
     if ia.shape != ib.shape:
         raise ValueError(f"ad_idx has {ia.size} entries, article_idx {ib.size}")
-    n_ads, n_art = len(ads), len(articles)
     if ia.size and (ia.min() < 0 or ia.max() >= n_ads):
         raise ValueError(f"ad_idx out of range [0, {n_ads})")
     if ib.size and (ib.min() < 0 or ib.max() >= n_art):
         raise ValueError(f"article_idx out of range [0, {n_art})")
+    return ia, ib
+
+
+def unit_rows(x, what: str = "embeddings") -> np.ndarray | None:
+    """Rows scaled to unit length as the pair features compare them (float32; missing or all-zero
+    rows -> NaN rows). Row k depends on row k only, so callers may normalise rows once and cache them."""
+    return _emb(x, what)
+
+
+def joint_rows(to_joint: Any, unit: np.ndarray) -> np.ndarray:
+    """``to_joint`` (``image_to_joint`` / ``text_to_joint``) of the non-NaN ``unit`` rows, unit length;
+    NaN rows stay NaN. ``(n, 1)`` of NaN when no row is usable."""
+    n = unit.shape[0]
+    ok = ~np.isnan(unit).any(axis=1)
+    if not ok.any():
+        return np.full((n, 1), np.nan, np.float32)
+    z = np.asarray(to_joint(unit[ok]), np.float32)
+    J = np.full((n, z.shape[1]), np.nan, np.float32)
+    J[ok] = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    return J
+
+
+def pair_features_from_unit(At: np.ndarray | None, Bt: np.ndarray | None, Ji: np.ndarray | None, Jt: np.ndarray | None,
+                            ads: AdSide, articles: ArticleSide, ia: np.ndarray, ib: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`pair_features` from vectors already prepared: ``At`` / ``Bt`` text rows of ads / articles
+    by :func:`unit_rows`, ``Ji`` / ``Jt`` joint-space rows by :func:`joint_rows` (None = absent);
+    entities, valence and topics from ``ads`` / ``articles``. The same arithmetic as
+    :func:`pair_features`, for callers (the scoring service) that keep the prepared rows cached."""
     n = ia.size
+    n_ads, n_art = len(ads), len(articles)
     nan = np.full(n, np.nan, np.float32)
-
-    # text similarity
-    At, Bt = _emb(ads.text_emb, "ads.text_emb"), _emb(articles.text_emb, "articles.text_emb")
-    if At is not None and Bt is not None:
-        if At.shape[1] != Bt.shape[1]:
-            raise ValueError(f"ad text embeddings are {At.shape[1]}-d, article ones {Bt.shape[1]}-d")
-        sim_t = _rowwise_cos(At, ia, Bt, ib)
+    sim_t = _rowwise_cos(At, ia, Bt, ib) if At is not None and Bt is not None else nan.copy()
+    if Ji is not None and Jt is not None and Ji.shape[1] == Jt.shape[1]:
+        sim_i = _rowwise_cos(Ji, ia, Jt, ib)
     else:
-        sim_t = nan.copy()
-
-    # image-article similarity in the joint space
-    sim_i = nan.copy()
-    Ai = _emb(ads.image_emb, "ads.image_emb")
-    if joint is not None and Ai is not None and Bt is not None:
-        ok_a = ~np.isnan(Ai).any(axis=1)
-        ok_b = ~np.isnan(Bt).any(axis=1)
-        Ji = np.full((n_ads, 1), np.nan, np.float32)
-        Jt = np.full((n_art, 1), np.nan, np.float32)
-        if ok_a.any():
-            zi = np.asarray(joint.image_to_joint(Ai[ok_a]), np.float32)
-            Ji = np.full((n_ads, zi.shape[1]), np.nan, np.float32)
-            Ji[ok_a] = zi / np.maximum(np.linalg.norm(zi, axis=1, keepdims=True), 1e-12)
-        if ok_b.any():
-            zt = np.asarray(joint.text_to_joint(Bt[ok_b]), np.float32)
-            Jt = np.full((n_art, zt.shape[1]), np.nan, np.float32)
-            Jt[ok_b] = zt / np.maximum(np.linalg.norm(zt, axis=1, keepdims=True), 1e-12)
-        if Ji.shape[1] == Jt.shape[1]:
-            sim_i = _rowwise_cos(Ji, ia, Jt, ib)
+        sim_i = nan.copy()
 
     # entities
     Ea = _as_sets(ads.entities, n_ads, "ads.entities")

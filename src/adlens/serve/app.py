@@ -22,6 +22,7 @@ import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -93,9 +94,15 @@ class _Wrap:
         await self.asgi(scope, receive, send)
 
 
+class _OrjsonResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 def _json(obj: Any) -> JSONResponse:
-    # the service returns plain JSON types already: skip FastAPI's (slow) jsonable_encoder pass
-    return JSONResponse(obj)
+    # the service returns plain JSON types already: skip FastAPI's (slow) jsonable_encoder pass, and
+    # encode with orjson (a select answer: ~20 us instead of ~300 us with the json module)
+    return _OrjsonResponse(obj)
 
 
 def _dump(c: Any) -> Any:
@@ -202,16 +209,16 @@ def create_app(service: Service) -> FastAPI:
     @app.post("/v1/select", summary="Choose one candidate for a context (bandit) and log the decision")
     async def select(req: SelectRequest) -> JSONResponse:
         ctx, cands = _dump(req.context), [_dump(c) for c in req.candidates]
-        if service.fast_path(ctx, cands):  # ~2 ms of CPU: run it on the event loop, no thread hop
-            out = service.select(ctx, cands)
+        if service.fast_path(ctx, cands):  # ~1 ms of CPU: decide on the event loop, await the commit
+            out = await service.select_async(ctx, cands)
         else:  # a new free-text context needs its features computed (tens of ms): thread pool
             out = await run_in_threadpool(service.select, ctx, cands)
         metrics.decisions.labels(service.policy.name).inc()
         return _json(out)
 
     @app.post("/v1/feedback", summary="Report an event for a decision (idempotent by event_id)")
-    async def feedback(req: FeedbackRequest) -> JSONResponse:  # one short transaction
-        out = service.feedback(event_id=req.event_id, decision_id=req.decision_id, type=req.type, value=req.value,
+    async def feedback(req: FeedbackRequest) -> JSONResponse:  # written by the service's writer thread
+        out = await service.feedback_async(event_id=req.event_id, decision_id=req.decision_id, type=req.type, value=req.value,
                                occurred_at=req.occurred_at)
         metrics.events.labels(req.type, out["status"]).inc()
         return _json(out)

@@ -22,7 +22,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -69,6 +69,7 @@ class _Side:
     valence: float | None
     topic: str | None
     m_row: dict[str, Any] | None = None  # creatives only
+    units: dict = field(default_factory=dict, compare=False, repr=False)  # cache of ContextScorer._unit
 
 
 @dataclass(frozen=True)
@@ -333,23 +334,44 @@ class ContextScorer:
         return out
 
     def _pair(self, sides: Sequence[_Side], art: _Side) -> dict[str, np.ndarray]:
-        from adlens.features.pair import AdSide, ArticleSide, pair_features
+        """Pair features of ``sides`` x one context from unit rows cached per creative and per
+        context (normalising and projecting ~1,300 floats per candidate per request was most of a
+        select's scoring time); the arithmetic is :func:`~adlens.features.pair.pair_features`'s."""
+        from adlens.features.pair import AdSide, ArticleSide, pair_features_from_unit
 
         K = len(sides)
-        At = _stack([s.text_emb for s in sides])
-        Ai = _stack([s.image_emb for s in sides])
-        Bt = None if art.text_emb is None else art.text_emb.reshape(1, -1)
+        units = [self._unit(s, False) for s in sides]
+        bt, jt = self._unit(art, True)
+        At = _stack([u[0] for u in units])
+        Ji = _stack([u[1] for u in units])
+        Bt = None if bt is None else bt[None, :]
         if At is not None and Bt is not None and At.shape[1] != Bt.shape[1]:
             At = None  # different text models: similarity undefined, left NaN
-        use_text = At is not None and Bt is not None
-        use_joint = self.joint is not None and Ai is not None and Bt is not None
-        F = pair_features(AdSide(text_emb=At if use_text else None, image_emb=Ai if use_joint else None,
-                                 entities=[s.entities for s in sides], valence=[s.valence for s in sides],
-                                 topic=[s.topic for s in sides]),
-                          ArticleSide(text_emb=Bt if (use_text or use_joint) else None, entities=[art.entities],
-                                      valence=[art.valence], topic=[art.topic]),
-                          list(range(K)), [0] * K, joint=_Projected(self.joint) if use_joint else None)
-        return F
+        Jt = None if jt is None or Ji is None else jt[None, :]
+        return pair_features_from_unit(
+            At if Bt is not None else None, Bt, Ji, Jt,
+            AdSide(entities=[s.entities for s in sides], valence=[s.valence for s in sides], topic=[s.topic for s in sides]),
+            ArticleSide(entities=[art.entities], valence=[art.valence], topic=[art.topic]),
+            np.arange(K), np.zeros(K, np.int64))
+
+    def _unit(self, side: _Side, context: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(unit text row, unit joint row) of a creative (joint: its projected image) or a context
+        (joint: its text mapped by the joint space), computed once per object."""
+        hit = side.units.get("rows")
+        if hit is not None:
+            return hit
+        from adlens.features.pair import joint_rows, unit_rows
+
+        t = None if side.text_emb is None else unit_rows(side.text_emb[None, :])
+        j = None
+        if self.joint is not None:
+            if context and t is not None:
+                j = joint_rows(self.joint.text_to_joint, t)
+            elif not context and side.image_emb is not None:
+                j = joint_rows(lambda z: z, unit_rows(side.image_emb[None, :]))
+        out = (None if t is None or np.isnan(t).any() else t[0], None if j is None or np.isnan(j).any() else j[0])
+        side.units["rows"] = out  # one dict item store: atomic under the GIL
+        return out
 
     def _rows(self, sides: Sequence[_Side], art: _Side) -> list[dict[str, Any]]:
         from adlens.quality.jobs import F_FEATURES

@@ -18,6 +18,8 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 import threading
 import time
@@ -28,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
+import orjson
 import sqlalchemy as sa
 
 from adlens.bandit.jobs import current_weights
@@ -43,7 +46,7 @@ from adlens.bandit.policies import (
     normalise_quality,
     policy_from_spec,
 )
-from adlens.bandit.state import BanditStore
+from adlens.bandit.state import BanditStore, DecisionRecord, WriteQueue, decision_record
 from adlens.errors import InvalidInput
 from adlens.serve.scoring import ContextScorer
 
@@ -94,6 +97,9 @@ class Service:
         self.policy = policy_from_spec(self.config.policy)
         self.weights = self.config.weights or current_weights(self.store)
         self.selector = Selector(self.policy, self.weights, self.config.prior, random_state=self.config.random_state)
+        self._policy_json = json.dumps(self.policy.to_dict(), sort_keys=True)  # logged with every decision
+        self._weights_json = json.dumps(self.weights.to_dict(), sort_keys=True)
+        self._writes = WriteQueue(self.store)  # every write of the service, in order, group-committed
         self.scorer = ContextScorer(ws, self.config.model_version, context_extractor=context_extractor)
         if self.config.preload:
             self.scorer.preload()
@@ -294,7 +300,34 @@ class Service:
 
     # ------------------------------------------------------------------ select
     def select(self, context: Mapping[str, Any], candidates: Sequence[Any]) -> dict[str, Any]:
-        """Choose one candidate for ``context``; log the decision with its propensity."""
+        """Choose one candidate for ``context``; log the decision with its propensity (returns once
+        the decision is committed)."""
+        out, rec, ids = self._decide(context, candidates)
+        self._commit(rec, ids).result()
+        return out
+
+    async def select_async(self, context: Mapping[str, Any], candidates: Sequence[Any]) -> dict[str, Any]:
+        """:meth:`select` for an event loop: waits for the commit without blocking the loop."""
+        out, rec, ids = self._decide(context, candidates)
+        # shielded: a client that disconnects does not cancel a write already queued
+        await asyncio.shield(asyncio.wrap_future(self._commit(rec, ids)))
+        return out
+
+    def _commit(self, rec: DecisionRecord, ids: list[str]):
+        return self._writes.decision(rec, lambda error: self._committed(rec, ids, error))
+
+    def _committed(self, rec: DecisionRecord, ids: list[str], error: BaseException | None) -> None:
+        """Runs on the writer thread when a decision's write ended: bookkeeping, or undo on failure."""
+        with self._lock:
+            if error is None:
+                self._in_db.update(ids)
+                self.counters["decisions"] += 1
+                return
+            if rec.row["impression"]:  # the policy counted the impression when it decided
+                self._arms[rec.row["chosen"]][0] -= 1
+            self.linear = None  # rebuilt from the log on next use
+
+    def _decide(self, context: Mapping[str, Any], candidates: Sequence[Any]) -> tuple[dict[str, Any], DecisionRecord, list[str]]:
         ids, given_q, risk = self._parse_candidates(candidates, self.config.max_candidates)
         ctx = self.context(context)
         need = [i for i in ids if i not in given_q]
@@ -317,39 +350,48 @@ class Service:
                 snap.x = x_all
             state = self._linear_state(x_all.shape[1]) if x_all is not None else None
             choice = self.selector.select(snap, state)
-            decision_id = uuid.uuid4().hex
-            comp = choice.components
-            # counts at decision time + inputs: enough to replay any policy on this row off-line (OPE)
-            cols = {"p": choice.probabilities, "score": scores, "impressions": imp, "clicks": clk,
-                    "duplicate": snap.duplicate, "brand_risk": snap.brand_risk, **comp}
-            cols = {n: _finite_list(v) for n, v in cols.items()}
-            cands = [{"id": i, **{n: v[k] for n, v in cols.items()}} for k, i in enumerate(ids)]
-            # the log keeps what OPE / reweight / replay need (the weighted terms follow from weights)
-            logged = [{n: c[n] for n in _LOGGED if n in c} for c in cands]
-            new_q = {i: _finite(quality[k]) for k, i in enumerate(ids) if i not in self._in_db}
             x = None if x_all is None else x_all[choice.index]
-            self.store.record_decision(
-                decision_id=decision_id, chosen=choice.arm_id, propensity=float(choice.propensity), candidates=logged,
-                policy=self.policy.to_dict(), weights=self.weights.to_dict(), context_id=ctx.article_id,
-                context_hash=ctx.key, model_version=self.scorer.version, x=x,
-                count_impression=self.config.impression_on_select, quality=new_q, arms_exist=True)
-            self._in_db.update(ids)
-            if self.config.impression_on_select:
+            if self.config.impression_on_select:  # counted now, undone if the write fails
                 self._arms[choice.arm_id][0] += 1
                 if state is not None:
                     state.partial_fit(x, np.zeros(1))
-            self.counters["decisions"] += 1
-        return {"decision_id": decision_id, "chosen": choice.arm_id, "propensity": float(choice.propensity),
-                "policy": self.policy.to_dict(), "model_version": self.scorer.version,
-                "context": {"key": ctx.key, "article_id": ctx.article_id}, "candidates": cands}
+            new_q = {i: _finite(quality[k]) for k, i in enumerate(ids) if i not in self._in_db}
+        decision_id = uuid.uuid4().hex
+        # counts at decision time + inputs: enough to replay any policy on this row off-line (OPE)
+        cols = {"p": choice.probabilities, "score": scores, "impressions": imp, "clicks": clk,
+                "duplicate": snap.duplicate, "brand_risk": snap.brand_risk, **choice.components}
+        cols = {n: _finite_list(v) for n, v in cols.items()}
+        names = list(cols)
+        cands = [dict(zip(names, vals), id=i) for i, vals in zip(ids, zip(*cols.values()))]
+        # the log keeps what OPE / reweight / replay need (the weighted terms follow from weights)
+        logged = [{n: c[n] for n in _LOGGED if n in c} for c in cands]
+        rec = decision_record(
+            decision_id=decision_id, chosen=choice.arm_id, propensity=float(choice.propensity),
+            candidates=orjson.dumps(logged).decode(), policy=self._policy_json, weights=self._weights_json,
+            context_id=ctx.article_id, context_hash=ctx.key, model_version=self.scorer.version, x=x,
+            count_impression=self.config.impression_on_select, quality=new_q, arms_exist=True)
+        out = {"decision_id": decision_id, "chosen": choice.arm_id, "propensity": float(choice.propensity),
+               "policy": self.policy.to_dict(), "model_version": self.scorer.version,
+               "context": {"key": ctx.key, "article_id": ctx.article_id}, "candidates": cands}
+        return out, rec, ids
 
     # ------------------------------------------------------------------ feedback
     def feedback(self, *, event_id: str, decision_id: str, type: str, value: float | None = None,
                  occurred_at: datetime | None = None) -> dict[str, Any]:
         """Record one event (idempotent by ``event_id``; late events accepted, see ServeConfig)."""
+        return self._writes.call(self._feedback, event_id, decision_id, type, value, occurred_at).result()
+
+    async def feedback_async(self, *, event_id: str, decision_id: str, type: str, value: float | None = None,
+                             occurred_at: datetime | None = None) -> dict[str, Any]:
+        """:meth:`feedback` for an event loop."""
+        fut = self._writes.call(self._feedback, event_id, decision_id, type, value, occurred_at)
+        return await asyncio.shield(asyncio.wrap_future(fut))
+
+    def _feedback(self, event_id, decision_id, type, value, occurred_at) -> dict[str, Any]:
+        """On the writer thread: store the event, then bring the in-memory copies up to date."""
+        r = self.store.record_event(event_id, decision_id, type, value, occurred_at, window=self._window())
+        ch = r["changed"]
         with self._lock:
-            r = self.store.record_event(event_id, decision_id, type, value, occurred_at, window=self._window())
-            ch = r["changed"]
             arm = self._arms.get(r["arm_id"])
             if arm is not None:  # keep the write-through copy equal to the database
                 arm[0] += ch.get("impressions", 0)
@@ -374,7 +416,9 @@ class Service:
         return arms_table(self.ws, ids, self.config.prior)
 
     def close(self) -> None:
-        """Stop the background checkpointer (after a last checkpoint) and release the writer engine."""
+        """Finish queued writes, stop the background checkpointer (after a last checkpoint) and
+        release the writer engine."""
+        self._writes.close()
         if self._checkpointer is not None:
             self._checkpointer.stop()
         if self._engine is not self.ws.engine:
