@@ -42,6 +42,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _ids(ws_path: Path) -> tuple[list[str], list[str]]:
     from adlens.store.schema import articles, creatives
     from adlens.workspace import open_workspace
@@ -206,8 +212,11 @@ def main() -> int:
                          click_rate=0.0, conns=4, seed=args.seed + 1))
         before = httpx.get(f"http://127.0.0.1:{port}/v1/arms", timeout=10).json()["totals"]
         load_before = os.getloadavg()
+        cpu0 = _cpu_seconds(proc.pid)
         res = asyncio.run(load(port, ads, arts, args.rate, seconds, args.candidates, args.click_rate,
                                args.connections, args.seed))
+        # the server's CPU per request: steadier than latency on a VM whose speed drifts
+        res["server_cpu_ms_per_request"] = round((_cpu_seconds(proc.pid) - cpu0) * 1e3 / max(1, res["requests"]), 3)
         after = httpx.get(f"http://127.0.0.1:{port}/v1/arms", timeout=10).json()["totals"]
         res["clicks_counted"] = after["clicks"] - before["clicks"]
         res["decisions_logged"] = after["decisions"] - before["decisions"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from adlens.bandit.state import BanditStore, EventConflict, UnknownDecision, WriteQueue, decision_record, hash_key
+from adlens.bandit.state import BanditStore, EventConflict, UnknownDecision, decision_record, hash_key
 from adlens.errors import InvalidInput
 from adlens.store.db import make_engine, migrate
 from adlens.store.schema import api_keys
@@ -210,68 +210,15 @@ def _record(did, chosen="a", quality=None):
                            quality=quality if quality is not None else {"a": 0.8, "b": 0.2})
 
 
-def _hold(q):
-    """Block the writer thread until the returned event is set (so that jobs pile up behind it)."""
-    gate, started = threading.Event(), threading.Event()
-
-    def wait():
-        started.set()
-        gate.wait(10)
-
-    q.call(wait)
-    assert started.wait(10)
-    return gate
-
-
-def test_write_queue_groups_queued_decisions_into_one_transaction(engine):
+def test_record_decisions_is_one_transaction_all_or_none(engine):
     s = BanditStore(engine)
-    q = WriteQueue(s)
-    try:
-        gate = _hold(q)
-        seen = []
-        futs = [q.decision(_record(f"d{i}", chosen="ab"[i % 2]), on_done=seen.append) for i in range(50)]
-        assert not any(f.done() for f in futs)  # nothing is acknowledged before its commit
-        gate.set()
-        assert [f.result(10) for f in futs] == [None] * 50
-        assert (q.batches, q.decisions) == (1, 50) and seen == [None] * 50
-    finally:
-        q.close()
-    arms = s.arms()
-    assert (arms["a"].impressions, arms["b"].impressions) == (25, 25)
-    assert arms["a"].quality == pytest.approx(0.8)
-    assert s.count()["decisions"] == 50
-
-
-def test_write_queue_a_bad_decision_fails_alone_and_order_is_kept(engine):
-    s = BanditStore(engine)
-    _decide(s, "taken")
-    q = WriteQueue(s)
-    try:
-        gate = _hold(q)
-        ok1 = q.decision(_record("n1"))
-        bad = q.decision(_record("taken"))  # primary key already used
-        ok2 = q.decision(_record("n2"))
-        click = q.call(s.record_event, "e1", "n2", "click")  # queued after n2: must see it
-        gate.set()
-        assert ok1.result(10) is None and ok2.result(10) is None
-        with pytest.raises(sa.exc.IntegrityError):
-            bad.result(10)
-        assert click.result(10)["status"] == "counted"
-    finally:
-        q.close()
-    assert s.count()["decisions"] == 3
-    assert s.arms(["a"])["a"].impressions == 3  # taken + n1 + n2; the failed copy counted nothing
-
-
-def test_write_queue_close_finishes_queued_writes_then_refuses(engine):
-    s = BanditStore(engine)
-    q = WriteQueue(s)
-    futs = [q.decision(_record(f"d{i}")) for i in range(20)]
-    q.close()
-    assert all(f.done() and f.exception() is None for f in futs)
-    assert s.count()["decisions"] == 20
-    with pytest.raises(RuntimeError, match="closed"):
-        q.decision(_record("late"))
+    s.record_decisions([_record(f"d{i}", chosen="ab"[i % 2]) for i in range(10)])
+    assert s.count()["decisions"] == 10
+    assert (s.arms()["a"].impressions, s.arms()["b"].impressions) == (5, 5)
+    with pytest.raises(sa.exc.IntegrityError):  # d3 exists: the whole batch is rolled back
+        s.record_decisions([_record("n1"), _record("d3"), _record("n2")])
+    assert s.count()["decisions"] == 10 and s.decision("n1") is None
+    assert s.arms()["a"].impressions == 5
 
 
 def test_decision_record_validates_and_encodes():
@@ -282,3 +229,29 @@ def test_decision_record_validates_and_encodes():
                         weights={"w": 1}, context_id=None, context_hash="h", quality={"y": float("nan")})
     assert r.row["candidates"] == '[{"id": "z"}]' and r.row["policy"] == '{"a": 1}' and r.row["weights"] == '{"w": 1}'
     assert r.quality == {"y": None, "z": None}  # NaN prior -> unknown; the chosen arm is created too
+
+
+def test_raw_sqlite_decision_path_writes_exactly_what_the_core_path_writes(tmp_path):
+    when = datetime(2026, 11, 22, 5, 6, 7, 891011, tzinfo=UTC)
+    recs = [decision_record(decision_id=f"d{i}", chosen="ab"[i % 2], propensity=0.25 + 0.5 * (i % 2),
+                            candidates=[{"id": "a", "p": 0.25}, {"id": "b", "p": 0.75}], policy={"name": "ucb1"},
+                            weights={"quality": 0.3}, context_id="art1", context_hash="article:art1",
+                            x=[1.0, 0.5] if i else None, count_impression=i != 2,
+                            quality={"a": 0.7, "b": None, "c": 0.1}, created_at=when + timedelta(seconds=i))
+            for i in range(4)]
+    out = []
+    for name, path in (("_record_decisions_sqlite", "raw.db"), ("_record_decisions_core", "core.db")):
+        e = make_engine(f"sqlite:///{tmp_path / path}")
+        migrate(e)
+        s = BanditStore(e)
+        qual = {"a": 0.7, "b": None, "c": 0.1}
+        imp = [{"arm": r.row["chosen"], "now": r.row["created_at"]} for r in recs if r.row["impression"]]
+        getattr(s, name)(recs, qual, imp, recs[-1].row["created_at"])
+        with e.connect() as c:
+            tables = [c.execute(sa.text(f"SELECT * FROM {t} ORDER BY 1")).fetchall() for t in ("bandit_decisions", "bandit_arms")]
+        out.append((tables, [s.decision(f"d{i}") for i in range(4)], s.arms()))
+        e.dispose()
+    assert out[0] == out[1]
+    arms = out[0][2]
+    assert (arms["a"].impressions, arms["b"].impressions, arms["c"].impressions) == (1, 2, 0)
+    assert out[0][1][3]["created_at"].replace(tzinfo=UTC) == when + timedelta(seconds=3)

@@ -446,3 +446,54 @@ def test_a_failed_decision_write_raises_and_undoes_the_in_memory_count(trained):
     finally:
         svc.close()
         ws.close()
+
+
+def test_precomputed_pair_table_equals_live_scores_and_falls_back(trained):
+    from adlens.serve.scoring import ContextScorer, UnknownIds
+
+    with open_workspace(trained.workspace, trained) as ws:
+        pre, live = ContextScorer(ws), ContextScorer(ws)
+        pre.preload()
+        n = pre.precompute()
+        assert n == len(pre._ads) * len(pre._articles) > 0
+        assert ContextScorer(ws).precompute() == 0  # nothing loaded: nothing to table
+        for art in ("art00", "art05", "zz1"):
+            got = pre.score(ADS, pre.context(article_id=art))
+            want = live.score(ADS, live.context(article_id=art))["scores"]
+            assert got["cached"] == len(ADS)  # served from the table
+            np.testing.assert_array_equal(got["scores"], want)
+        small = ContextScorer(ws)
+        small.preload()
+        assert small.precompute(max_pairs=10) == 0 and small._table is None  # above the cap: skipped
+        with pytest.raises(UnknownIds, match="nope"):
+            pre.score(["ad00", "nope"], pre.context(article_id="art00"))
+
+
+def test_plain_select_shape_and_model_validated_shape_answer_alike(client):
+    """The plain request shape is served without FastAPI's validation; every other shape goes through
+    the pydantic route. Both must give the same statuses and messages."""
+    ctx = {"article_id": "art04"}
+    for plain, other in (
+        (["ad01", "ad02"], [{"id": "ad01"}, "ad02"]),
+        (["ad01", "nope"], [{"id": "ad01"}, {"id": "nope"}]),
+        (["ad01", "ad01"], [{"id": "ad01"}, {"id": "ad01"}]),
+    ):
+        a = client.post("/v1/select", json={"context": ctx, "candidates": plain})
+        b = client.post("/v1/select", json={"context": ctx, "candidates": other})
+        assert a.status_code == b.status_code, (a.text, b.text)
+        if a.status_code == 200:
+            ka, kb = a.json(), b.json()
+            assert ka["decision_id"] != kb["decision_id"] and {c["id"] for c in ka["candidates"]} == {"ad01", "ad02"}
+            assert set(ka) == set(kb) and set(ka["candidates"][0]) == set(kb["candidates"][0])
+        else:
+            assert a.json()["detail"] == b.json()["detail"]
+    # shapes the lean path leaves to the model: extra keys, non-string ids, too-long ids, bad JSON values
+    for body, status in (({"context": ctx, "candidates": ["ad01"], "x": 1}, 422),
+                         ({"context": ctx, "candidates": ["ad01", 7]}, 422),
+                         ({"context": {"article_id": "a" * 201}, "candidates": ["ad01"]}, 422),
+                         ({"context": {"article_id": 5}, "candidates": ["ad01"]}, 422)):
+        r = client.post("/v1/select", json=body)
+        assert r.status_code == status and r.json()["detail"], r.text
+    r = client.post("/v1/select", content=b'{"context": {"article_id": "art04"}, "candidates": [NaN]}',
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422

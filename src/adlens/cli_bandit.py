@@ -47,6 +47,9 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(None, "--seed", help="Seed of the selector (default: fresh entropy)."),
         preload: bool = typer.Option(True, "--preload/--no-preload",
                                      help="Load every creative's and article's features at start."),
+        precompute_pairs: int = typer.Option(2_000_000, "--precompute-pairs", min=0,
+                                             help="With --preload: score every (creative, article) pair at start "
+                                                  "when there are at most N (4 bytes each; 0 = never)."),
         log_level: str = typer.Option("warning", "--log-level"),
         workspace: Path = WorkspaceOpt,
     ) -> None:
@@ -60,7 +63,8 @@ def register(app: typer.Typer) -> None:
             cfg = ServeConfig(policy=policy, weights=_weights(weights), model_version=model_version,
                               max_candidates=max_candidates, max_body_bytes=max_body_bytes,
                               impression_on_select=impression_on_select, feedback_window_s=feedback_window,
-                              random_state=seed, preload=preload)
+                              random_state=seed, preload=preload,
+                              precompute_pairs=precompute_pairs)
             service = Service(ws, cfg)
         except (AdlensError, ValueError) as e:
             _fail(e)

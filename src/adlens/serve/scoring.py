@@ -105,6 +105,7 @@ class ContextScorer:
         self._texts = _LRU(min(cache_size, 4096))
         self._scores = _LRU(cache_size)
         self._mvec: dict[str, np.ndarray] = {}  # creative id -> encoded M part of its model row
+        self._table = None  # (version, ad id -> column, context key -> row, scores) from precompute()
         self.student = self.fast = self.version = None
         self.teacher = None
         self.joint = None
@@ -240,6 +241,41 @@ class ContextScorer:
             self._matrix_m(ids)
         return {"ads": len(self._ads), "articles": len(self._articles)}
 
+    def precompute(self, max_pairs: int = 2_000_000) -> int:
+        """Score every (loaded creative, loaded article) pair now, into one float32 table, so that a
+        request for them is a lookup: what an ad server does with a catalogue it knows. Creatives or
+        articles seen later, and free-text contexts, are scored per request as before. Skipped (0)
+        above ``max_pairs`` pairs (4 bytes each) or without a model. Returns the pairs scored.
+        The scores are the per-request path's exactly (same rows, same evaluator)."""
+        if self.fast is None or not self._ads or not self._articles:
+            return 0
+        ids, arts = list(self._ads), list(self._articles)
+        if len(ids) * len(arts) > max_pairs:
+            return 0
+        sides = [self._ads[a] for a in ids]
+        table = np.empty((len(arts), len(ids)), np.float32)
+        for j, a in enumerate(arts):
+            X = self._matrix(ids, sides, self._articles[a].side)
+            with self._score_lock:
+                table[j] = self.fast.score(X)
+        self._table = (self.version, {a: i for i, a in enumerate(ids)},
+                       {self._articles[a].key: j for j, a in enumerate(arts)}, table)
+        return table.size
+
+    def _lookup(self, ad_ids: Sequence[str], ctx: Context) -> np.ndarray | None:
+        """Scores of ``ad_ids`` for ``ctx`` from the precomputed table; None if any pair is not in it."""
+        if self._table is None:
+            return None
+        version, cols, rows, table = self._table
+        j = rows.get(ctx.key)
+        if j is None or version != self.version:
+            return None
+        try:
+            idx = [cols[a] for a in ad_ids]
+        except KeyError:
+            return None
+        return table[j, idx].astype(np.float64)
+
     def _context_extractor(self):
         with self._lock:
             if self._ctx_fx is None or (callable(self._ctx_fx) and not hasattr(self._ctx_fx, "extract")):
@@ -257,6 +293,10 @@ class ContextScorer:
 
         Returns ``{"scores": (K,) float64, "features": [dict] | None, "cached": int}``; unknown ids
         raise :class:`UnknownIds`."""
+        if not with_features:
+            pre = self._lookup(ad_ids, ctx)
+            if pre is not None:  # every id is in the table, hence known
+                return {"scores": pre, "features": None, "cached": len(ad_ids)}
         _, unknown = self.known_ads(ad_ids)
         if unknown:
             raise UnknownIds("creative id(s)", unknown)

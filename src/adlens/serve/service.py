@@ -18,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import threading
@@ -46,7 +45,7 @@ from adlens.bandit.policies import (
     normalise_quality,
     policy_from_spec,
 )
-from adlens.bandit.state import BanditStore, DecisionRecord, WriteQueue, decision_record
+from adlens.bandit.state import BanditStore, DecisionRecord, decision_record
 from adlens.errors import InvalidInput
 from adlens.serve.scoring import ContextScorer
 
@@ -72,6 +71,8 @@ class ServeConfig:
     feedback_window_s: events later than this after their decision are stored but not counted.
     random_state: seed of the selector (None = fresh entropy).
     preload: load every creative's and article's features at start (no first-sight reads later).
+    precompute_pairs: with ``preload``, score every (creative, article) pair at start when there are
+        at most this many (a float32 table; 0 = never): a select for them is then a lookup.
     """
     policy: str | Mapping[str, Any] = "thompson"
     weights: Weights | None = None
@@ -83,6 +84,7 @@ class ServeConfig:
     feedback_window_s: float = 7 * 24 * 3600.0
     random_state: int | None = None
     preload: bool = True
+    precompute_pairs: int = 2_000_000
 
 
 class Service:
@@ -99,12 +101,13 @@ class Service:
         self.selector = Selector(self.policy, self.weights, self.config.prior, random_state=self.config.random_state)
         self._policy_json = json.dumps(self.policy.to_dict(), sort_keys=True)  # logged with every decision
         self._weights_json = json.dumps(self.weights.to_dict(), sort_keys=True)
-        self._writes = WriteQueue(self.store)  # every write of the service, in order, group-committed
         self.scorer = ContextScorer(ws, self.config.model_version, context_extractor=context_extractor)
         if self.config.preload:
             self.scorer.preload()
+            self.scorer.precompute(self.config.precompute_pairs)
         self._creative_fx = creative_extractor
         self._lock = threading.RLock()  # one decision / one event at a time updates the caches
+        self._write_lock = threading.Lock()  # one transaction at a time: SQLite has one writer anyway
         self._fx_lock = threading.Lock()
         self._arms: dict[str, list[float]] = {}  # id -> [impressions, clicks]
         self._in_db: set[str] = set()  # arms known to exist in the database
@@ -301,29 +304,26 @@ class Service:
     # ------------------------------------------------------------------ select
     def select(self, context: Mapping[str, Any], candidates: Sequence[Any]) -> dict[str, Any]:
         """Choose one candidate for ``context``; log the decision with its propensity (returns once
-        the decision is committed)."""
+        the decision is committed: no client can hold a decision id the database does not know)."""
         out, rec, ids = self._decide(context, candidates)
-        self._commit(rec, ids).result()
-        return out
-
-    async def select_async(self, context: Mapping[str, Any], candidates: Sequence[Any]) -> dict[str, Any]:
-        """:meth:`select` for an event loop: waits for the commit without blocking the loop."""
-        out, rec, ids = self._decide(context, candidates)
-        # shielded: a client that disconnects does not cancel a write already queued
-        await asyncio.shield(asyncio.wrap_future(self._commit(rec, ids)))
-        return out
-
-    def _commit(self, rec: DecisionRecord, ids: list[str]):
-        return self._writes.decision(rec, lambda error: self._committed(rec, ids, error))
-
-    def _committed(self, rec: DecisionRecord, ids: list[str], error: BaseException | None) -> None:
-        """Runs on the writer thread when a decision's write ended: bookkeeping, or undo on failure."""
+        # Written in the calling thread, one transaction at a time: a write-queue thread with group
+        # commit was measured too (BENCHMARKS.md) -- at 200 req/s its GIL hand-offs cost more than
+        # the ~0.15 ms raw-SQLite commit it moved off the event loop.
+        with self._write_lock:
+            try:
+                self.store.record_decisions([rec])
+            except BaseException:
+                self._undo(rec)
+                raise
         with self._lock:
-            if error is None:
-                self._in_db.update(ids)
-                self.counters["decisions"] += 1
-                return
-            if rec.row["impression"]:  # the policy counted the impression when it decided
+            self._in_db.update(ids)
+            self.counters["decisions"] += 1
+        return out
+
+    def _undo(self, rec: DecisionRecord) -> None:
+        """A decision's write failed: take back the impression the policy counted when it decided."""
+        with self._lock:
+            if rec.row["impression"]:
                 self._arms[rec.row["chosen"]][0] -= 1
             self.linear = None  # rebuilt from the log on next use
 
@@ -359,12 +359,15 @@ class Service:
         decision_id = uuid.uuid4().hex
         # counts at decision time + inputs: enough to replay any policy on this row off-line (OPE)
         cols = {"p": choice.probabilities, "score": scores, "impressions": imp, "clicks": clk,
-                "duplicate": snap.duplicate, "brand_risk": snap.brand_risk, **choice.components}
-        cols = {n: _finite_list(v) for n, v in cols.items()}
+                "brand_risk": snap.brand_risk, **choice.components}
         names = list(cols)
-        cands = [dict(zip(names, vals), id=i) for i, vals in zip(ids, zip(*cols.values()))]
+        M = np.column_stack([np.asarray(v, np.float64) for v in cols.values()])  # (K, columns): one pass
+        dup = np.asarray(snap.duplicate, bool).tolist()
+        cands = [{"id": i, "duplicate": d, **dict(zip(names, r))} for i, d, r in zip(ids, dup, _rows(M))]
         # the log keeps what OPE / reweight / replay need (the weighted terms follow from weights)
-        logged = [{n: c[n] for n in _LOGGED if n in c} for c in cands]
+        keep = [k for k, n in enumerate(names) if n in _LOGGED]
+        log_names = [names[k] for k in keep]
+        logged = [{"id": i, "duplicate": d, **dict(zip(log_names, r))} for i, d, r in zip(ids, dup, _rows(M[:, keep]))]
         rec = decision_record(
             decision_id=decision_id, chosen=choice.arm_id, propensity=float(choice.propensity),
             candidates=orjson.dumps(logged).decode(), policy=self._policy_json, weights=self._weights_json,
@@ -379,17 +382,8 @@ class Service:
     def feedback(self, *, event_id: str, decision_id: str, type: str, value: float | None = None,
                  occurred_at: datetime | None = None) -> dict[str, Any]:
         """Record one event (idempotent by ``event_id``; late events accepted, see ServeConfig)."""
-        return self._writes.call(self._feedback, event_id, decision_id, type, value, occurred_at).result()
-
-    async def feedback_async(self, *, event_id: str, decision_id: str, type: str, value: float | None = None,
-                             occurred_at: datetime | None = None) -> dict[str, Any]:
-        """:meth:`feedback` for an event loop."""
-        fut = self._writes.call(self._feedback, event_id, decision_id, type, value, occurred_at)
-        return await asyncio.shield(asyncio.wrap_future(fut))
-
-    def _feedback(self, event_id, decision_id, type, value, occurred_at) -> dict[str, Any]:
-        """On the writer thread: store the event, then bring the in-memory copies up to date."""
-        r = self.store.record_event(event_id, decision_id, type, value, occurred_at, window=self._window())
+        with self._write_lock:
+            r = self.store.record_event(event_id, decision_id, type, value, occurred_at, window=self._window())
         ch = r["changed"]
         with self._lock:
             arm = self._arms.get(r["arm_id"])
@@ -416,9 +410,7 @@ class Service:
         return arms_table(self.ws, ids, self.config.prior)
 
     def close(self) -> None:
-        """Finish queued writes, stop the background checkpointer (after a last checkpoint) and
-        release the writer engine."""
-        self._writes.close()
+        """Stop the background checkpointer (after a last checkpoint) and release the writer engine."""
         if self._checkpointer is not None:
             self._checkpointer.stop()
         if self._engine is not self.ws.engine:
@@ -468,16 +460,12 @@ def _writer_engine(engine: sa.Engine):
     return w, _Checkpointer(w)
 
 
-def _finite_list(a) -> list:
-    """Array -> JSON-ready list (NaN / inf -> None; bools stay bools)."""
-    a = np.asarray(a)
-    if a.dtype == bool:
-        return a.tolist()
-    a = a.astype(float)
-    out = a.tolist()
-    if not np.isfinite(a).all():
-        out = [v if math.isfinite(v) else None for v in out]
-    return out
+def _rows(M: np.ndarray) -> list[list]:
+    """Matrix -> JSON-ready row lists (NaN / inf -> None)."""
+    rows = M.tolist()
+    if not np.isfinite(M).all():
+        rows = [[v if math.isfinite(v) else None for v in r] for r in rows]
+    return rows
 
 
 def _finite(v) -> float | None:
