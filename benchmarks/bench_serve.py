@@ -42,10 +42,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads), from /proc."""
+def _cpu_seconds(pid: int, tree: bool = False) -> float:
+    """User + system CPU seconds of a process (all its threads; with ``tree``, plus its live
+    children's: the workers of `adlens serve --workers N`), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    if tree:
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            total += _cpu_seconds(int(child), tree=True)
+    return total
 
 
 def _ids(ws_path: Path) -> tuple[list[str], list[str]]:
@@ -177,6 +182,7 @@ def main() -> int:
     ap.add_argument("--policy", default="thompson")
     ap.add_argument("--click-rate", type=float, default=0.05)
     ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=1, help="adlens serve --workers (server processes)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="5 s at the given rate")
     args = ap.parse_args()
@@ -195,7 +201,8 @@ def main() -> int:
     port = _free_port()
     adlens = Path(sys.executable).with_name("adlens")
     proc = subprocess.Popen([str(adlens), "serve", "--workspace", str(ws_path), "--port", str(port), "--policy",
-                             args.policy, "--seed", str(args.seed)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             args.policy, "--seed", str(args.seed), "--workers", str(args.workers)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         import httpx
 
@@ -212,11 +219,11 @@ def main() -> int:
                          click_rate=0.0, conns=4, seed=args.seed + 1))
         before = httpx.get(f"http://127.0.0.1:{port}/v1/arms", timeout=10).json()["totals"]
         load_before = os.getloadavg()
-        cpu0 = _cpu_seconds(proc.pid)
+        cpu0 = _cpu_seconds(proc.pid, tree=True)
         res = asyncio.run(load(port, ads, arts, args.rate, seconds, args.candidates, args.click_rate,
                                args.connections, args.seed))
         # the server's CPU per request: steadier than latency on a VM whose speed drifts
-        res["server_cpu_ms_per_request"] = round((_cpu_seconds(proc.pid) - cpu0) * 1e3 / max(1, res["requests"]), 3)
+        res["server_cpu_ms_per_request"] = round((_cpu_seconds(proc.pid, tree=True) - cpu0) * 1e3 / max(1, res["requests"]), 3)
         after = httpx.get(f"http://127.0.0.1:{port}/v1/arms", timeout=10).json()["totals"]
         res["clicks_counted"] = after["clicks"] - before["clicks"]
         res["decisions_logged"] = after["decisions"] - before["decisions"]
@@ -230,7 +237,7 @@ def main() -> int:
     base = in_process_baseline(ws_path, ads, arts, args.candidates, 2000, args.policy, args.seed)
     shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps({"config": {"rate": args.rate, "seconds": seconds, "candidates": args.candidates,
-                                 "policy": args.policy, "connections": args.connections},
+                                 "policy": args.policy, "connections": args.connections, "workers": args.workers},
                       "cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                       "http": res, "in_process": base}, indent=2))
     return 0 if res["errors"] == 0 and res["exact"] else 1

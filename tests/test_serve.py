@@ -15,6 +15,7 @@ from conftest import banner, encode
 from fastapi.testclient import TestClient
 
 from adlens.bandit.state import BanditStore
+from adlens.errors import InvalidInput
 from adlens.serve import ServeConfig, Service, create_app
 from adlens.workspace import open_workspace
 
@@ -497,3 +498,87 @@ def test_plain_select_shape_and_model_validated_shape_answer_alike(client):
     r = client.post("/v1/select", content=b'{"context": {"article_id": "art04"}, "candidates": [NaN]}',
                     headers={"content-type": "application/json"})
     assert r.status_code == 422
+
+
+def test_two_processes_on_one_workspace_see_each_others_counts_after_a_refresh(trained):
+    """What `adlens serve --workers N` relies on: each Service re-reads the database's counters."""
+    ws1, a = _service(trained, refresh_s=60.0)  # long period: refreshed by hand below
+    ws2, b = _service(trained, refresh_s=60.0)
+    try:
+        ids = ADS[:4]
+        for i in range(6):
+            d = (a if i % 2 else b).select({"article_id": "art09"}, ids)
+            if i < 4:
+                (b if i % 2 else a).feedback(event_id=f"two-{i}", decision_id=d["decision_id"], type="click")
+        assert a.refresh_counts() >= 4 and b.refresh_counts() >= 4
+        db = a.store.arms(ids)
+        for svc in (a, b):
+            for i in ids:
+                assert svc._arms[i] == [db[i].impressions, db[i].clicks]
+        with pytest.raises(InvalidInput, match="one process"):
+            _service(trained, refresh_s=1.0, policy="linucb")
+    finally:
+        for svc, w in ((a, ws1), (b, ws2)):
+            svc.close()
+            w.close()
+
+
+def test_serve_cli_with_two_workers_counts_exactly(trained, tmp_path):
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    ws_path = tmp_path / "ws"
+    shutil.copytree(trained.workspace, ws_path)
+    with open_workspace(ws_path, trained) as ws:
+        before = BanditStore(ws.engine).count()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = Path(sys.executable).with_name("adlens")
+    proc = subprocess.Popen([str(exe), "serve", "--workspace", str(ws_path), "--port", str(port), "--workers", "2",
+                             "--refresh", "0.2", "--seed", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError(proc.stdout.read().decode()[-2000:])
+        pids, decisions, clicks = set(), [], 0
+        with httpx.Client(base_url=url, timeout=10) as c:
+            for i in range(60):
+                with httpx.Client(base_url=url, timeout=10) as fresh:  # new connections spread over workers
+                    r = fresh.post("/v1/select", json={"context": {"article_id": f"art{i % 24:02d}"}, "candidates": ADS[:5]})
+                    assert r.status_code == 200, r.text
+                    decisions.append(r.json()["decision_id"])
+                    pids.add(fresh.get("/healthz").json()["pid"])
+            for i, d in enumerate(decisions[:20]):
+                for _ in range(2):  # every click sent twice: counted once
+                    assert c.post("/v1/feedback", json={"event_id": f"w-{i}", "decision_id": d, "type": "click"}).status_code == 200
+                clicks += 1
+            assert len(set(decisions)) == 60
+            totals = c.get("/v1/arms").json()["totals"]
+        assert len(pids) == 2, pids  # both workers answered
+        assert totals["decisions"] == before["decisions"] + 60 and totals["clicks"] == before["clicks"] + clicks
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    assert proc.returncode == 0, proc.stdout.read().decode()[-2000:]
+    with open_workspace(ws_path, trained) as ws:
+        store = BanditStore(ws.engine)
+        for d in decisions:
+            assert store.decision(d) is not None  # every answered decision is stored
+        assert sum(store.decision(d)["clicked"] for d in decisions[:20]) == 20
+    # the CLI refuses a contextual policy with several workers, with a reason
+    r = _run("serve", "--workspace", str(ws_path), "--workers", "2", "--policy", "linucb")
+    assert r.exit_code != 0 and "one process" in r.output

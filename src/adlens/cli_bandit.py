@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -21,7 +22,7 @@ __all__ = ["register"]
 
 def register(app: typer.Typer) -> None:
     from adlens.cli import JsonOpt, WorkspaceOpt, _fail, _print_json, _workspace, console, out
-    from adlens.errors import AdlensError
+    from adlens.errors import AdlensError, InvalidInput
 
     bandit_app = typer.Typer(help="Bandit state, weights, off-policy evaluation, simulation.", no_args_is_help=True)
     keys_app = typer.Typer(help="API keys of `adlens serve` (stored hashed).", no_args_is_help=True)
@@ -50,6 +51,10 @@ def register(app: typer.Typer) -> None:
         precompute_pairs: int = typer.Option(2_000_000, "--precompute-pairs", min=0,
                                              help="With --preload: score every (creative, article) pair at start "
                                                   "when there are at most N (4 bytes each; 0 = never)."),
+        workers: int = typer.Option(1, "--workers", min=1, max=64,
+                                    help="Server processes (each preloads; counters re-read every --refresh s)."),
+        refresh: float = typer.Option(1.0, "--refresh", min=0.01,
+                                      help="With --workers > 1: seconds between re-reads of the arms' counters."),
         log_level: str = typer.Option("warning", "--log-level"),
         workspace: Path = WorkspaceOpt,
     ) -> None:
@@ -58,27 +63,33 @@ def register(app: typer.Typer) -> None:
 
         from adlens.serve import ServeConfig, Service, create_app
 
+        from adlens.serve.worker import ENV, config_to_env, tune_gc
+
         try:
             ws = _workspace(workspace)
             cfg = ServeConfig(policy=policy, weights=_weights(weights), model_version=model_version,
                               max_candidates=max_candidates, max_body_bytes=max_body_bytes,
                               impression_on_select=impression_on_select, feedback_window_s=feedback_window,
-                              random_state=seed, preload=preload,
-                              precompute_pairs=precompute_pairs)
-            service = Service(ws, cfg)
+                              random_state=seed, preload=preload, precompute_pairs=precompute_pairs,
+                              refresh_s=refresh if workers > 1 else 0.0)
+            if workers > 1:
+                from adlens.bandit.policies import policy_from_spec
+
+                if policy_from_spec(policy).contextual:
+                    raise InvalidInput(f"--policy {policy} keeps its statistics in one process: use --workers 1")
+                root = ws.root
+                ws.close()
+            else:
+                service = Service(ws, cfg)
         except (AdlensError, ValueError) as e:
             _fail(e)
-        import gc
-
-        # Everything loaded so far (models, preloaded features) lives as long as the process: keep it
-        # out of the cyclic GC so that its full collections do not pause requests.
-        # Full (oldest-generation) collections over the score cache are what showed in the p99, so
-        # they are made rare; young-generation collections, which free request garbage, still run.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(10_000, 20, 1_000)
-        console.print(f"adlens serve: http://{host}:{port}  policy {service.policy.to_dict()}  "
-                      f"model {service.scorer.version or 'none (quality unknown -> prior)'}  docs /docs")
+        console.print(f"adlens serve: http://{host}:{port}  policy {policy}  workers {workers}  docs /docs")
+        if workers > 1:  # uvicorn starts each worker by import string: the settings go by environment
+            os.environ[ENV] = config_to_env(str(root), cfg)
+            uvicorn.run("adlens.serve.worker:app_from_env", factory=True, workers=workers, host=host, port=port,
+                        log_level=log_level, access_log=False)
+            return
+        tune_gc()
         try:
             uvicorn.run(create_app(service), host=host, port=port, log_level=log_level, access_log=False)
         finally:

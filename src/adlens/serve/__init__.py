@@ -5,8 +5,8 @@ from adlens.serve.service import ServeConfig, Service
 __all__ = ["ServeConfig", "Service", "create_app"]
 
 
-def create_app(service: Service):
+def create_app(service: Service, on_shutdown=None):
     """FastAPI app over ``service`` (imported lazily: the library does not need FastAPI)."""
     from adlens.serve.app import create_app as _create
 
-    return _create(service)
+    return _create(service, on_shutdown)

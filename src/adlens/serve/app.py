@@ -19,6 +19,8 @@ shared state is guarded by the service's lock.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -166,10 +168,18 @@ class _Metrics:
 
 
 # ---------------------------------------------------------------------------- app
-def create_app(service: Service) -> FastAPI:
-    """The FastAPI app over ``service``; API keys (if any are stored) are required on /v1 and /metrics."""
+def create_app(service: Service, on_shutdown: Callable[[], None] | None = None) -> FastAPI:
+    """The FastAPI app over ``service``; API keys (if any are stored) are required on /v1 and /metrics.
+    ``on_shutdown`` runs when the server stops (e.g. closing the service)."""
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        if on_shutdown is not None:
+            on_shutdown()
+
     app = FastAPI(title="adlens", version="1", description="Score ad creatives for a context, choose one with a "
-                  "bandit, learn from feedback. Errors are JSON {\"detail\": message}.")
+                  "bandit, learn from feedback. Errors are JSON {\"detail\": message}.", lifespan=lifespan)
     metrics = _Metrics(service)
     keys = {"hashes": service.store.active_key_hashes(), "at": time.monotonic()}
     limit = service.config.max_body_bytes

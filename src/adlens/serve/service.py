@@ -6,8 +6,11 @@ HTTP layer (:mod:`adlens.serve.app`) only parses and calls these methods.
 
 Consistency model: the database is the truth; the service keeps a write-through copy of the arms'
 counters and of the contextual policy's statistics so that a decision needs one write and no read.
-Run one service process per workspace (``adlens serve`` does): a second writer process would not
-see the first one's in-memory counters (its decisions would still be logged correctly).
+With one process that copy is exact. With several processes on one workspace (``adlens serve
+--workers N``, ``ServeConfig.refresh_s`` > 0) every process re-reads the counters from the database
+in the background every ``refresh_s`` seconds, so a policy decides on counts at most that stale
+(every decision still logs the counts it used, and the database's counts stay exact); the
+contextual policy (LinUCB), whose statistics live in one process, needs a single process.
 
 Example::
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import time
 import uuid
@@ -73,6 +77,9 @@ class ServeConfig:
     preload: load every creative's and article's features at start (no first-sight reads later).
     precompute_pairs: with ``preload``, score every (creative, article) pair at start when there are
         at most this many (a float32 table; 0 = never): a select for them is then a lookup.
+    refresh_s: re-read the arms' counters from the database every this many seconds (0 = never:
+        one process, whose write-through copy is exact). Needed when several processes serve one
+        workspace (``adlens serve --workers N``): each then also sees the others' decisions and clicks.
     """
     policy: str | Mapping[str, Any] = "thompson"
     weights: Weights | None = None
@@ -85,6 +92,7 @@ class ServeConfig:
     random_state: int | None = None
     preload: bool = True
     precompute_pairs: int = 2_000_000
+    refresh_s: float = 0.0
 
 
 class Service:
@@ -115,7 +123,23 @@ class Service:
         self.linear: LinearState | None = None
         self._linear_dim: int | None = None
         self.started = time.time()
+        if self.config.refresh_s and self.contextual:
+            raise InvalidInput(f"policy {self.policy.name} keeps its statistics in one process: "
+                               "serve it with one worker (refresh_s = 0)")
+        if self.config.refresh_s and self._checkpointer is not None:
+            self._checkpointer.also(self.refresh_counts, self.config.refresh_s)
         self.counters = {"decisions": 0, "events_counted": 0, "events_duplicate": 0, "events_recorded": 0}
+
+    def refresh_counts(self) -> int:
+        """Re-read the counters of every arm this process has seen from the database (the other
+        processes' decisions and events). Returns the arms refreshed."""
+        with self._lock:
+            ids = list(self._arms)
+        got = self.store.arms(ids) if ids else {}
+        with self._lock:
+            for i, a in got.items():
+                self._arms[i] = [float(a.impressions), float(a.clicks)]
+        return len(got)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -385,9 +409,12 @@ class Service:
         with self._write_lock:
             r = self.store.record_event(event_id, decision_id, type, value, occurred_at, window=self._window())
         ch = r["changed"]
+        fresh = self.store.arms([r["arm_id"]]).get(r["arm_id"]) if self.config.refresh_s and ch else None
         with self._lock:
             arm = self._arms.get(r["arm_id"])
-            if arm is not None:  # keep the write-through copy equal to the database
+            if arm is not None and fresh is not None:  # other processes count too: take the database's
+                arm[:] = [float(fresh.impressions), float(fresh.clicks)]
+            elif arm is not None:  # keep the write-through copy equal to the database
                 arm[0] += ch.get("impressions", 0)
                 arm[1] += ch.get("clicks", 0)
             if self.linear is not None and ("impressions" in ch or "clicks" in ch):
@@ -417,7 +444,7 @@ class Service:
             self._engine.dispose()
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok", "model_version": self.scorer.version, "policy": self.policy.to_dict(),
+        return {"status": "ok", "pid": os.getpid(), "model_version": self.scorer.version, "policy": self.policy.to_dict(),
                 "weights": self.weights.to_dict(), "uptime_s": round(time.time() - self.started, 1),
                 **self.counters}
 
@@ -428,6 +455,7 @@ class _Checkpointer:
 
     def __init__(self, engine: sa.Engine, interval: float = 1.0):
         self.engine, self.interval = engine, interval
+        self._extra: list[list] = []  # [fn, every_s, last_run]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="adlens-wal-checkpoint", daemon=True)
         self._thread.start()
@@ -436,8 +464,25 @@ class _Checkpointer:
         with self.engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
+    def also(self, fn, every_s: float) -> None:
+        """Run ``fn()`` from this thread too, every ``every_s`` seconds (e.g. re-reading counters)."""
+        self._extra.append([fn, float(every_s), time.monotonic()])
+        self.interval = min(self.interval, float(every_s))
+
     def _run(self) -> None:
+        last = time.monotonic()
         while not self._stop.wait(self.interval):
+            now = time.monotonic()
+            for job in self._extra:
+                if now - job[2] >= job[1]:
+                    job[2] = now
+                    try:
+                        job[0]()
+                    except sa.exc.OperationalError:
+                        pass  # busy: next round
+            if now - last < 1.0:
+                continue
+            last = now
             try:
                 self.checkpoint()
             except sa.exc.OperationalError:
