@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -139,8 +140,19 @@ async def load(port: int, ads: list[str], arts: list[str], rate: float, seconds:
                 retries += 1
                 fb_tasks.append(asyncio.ensure_future(feedback(eid, did)))
 
-    tasks = [asyncio.ensure_future(one(i, t0 + i / rate)) for i in range(n)]
-    await asyncio.gather(*tasks)
+    # One producer starts each request at its time (not n sleeping tasks created up front), and the
+    # generator's own GC is off during the run: the client must not add pauses of its own.
+    tasks = []
+    gc.disable()
+    try:
+        for i in range(n):
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(one(i, t0 + i / rate)))
+        await asyncio.gather(*tasks)
+    finally:
+        gc.enable()
     await asyncio.gather(*fb_tasks)
     wall = time.perf_counter() - t0
     while not pool.empty():
