@@ -18,11 +18,18 @@ similarity); raw EfficientNet-Lite0 embeddings (1280-d, cosine); :class:`Catalog
 (``lda`` / ``linear`` / ``mlp``, each with ``embedding`` / ``posterior`` / ``hybrid`` output);
 then (unless ``--quick`` / ``--no-hq``) the same at 256 px input with flip averaging; with
 ``--finetune``, the whole backbone fine-tuned on the train half (:mod:`adlens.embed.finetune`,
-~25 min on one core, resumable in ``--tune-dir``) and its three outputs, plus a
-CatalogProjection fitted on the tuned features.
+~25 min on one core, resumable in ``--tune-dir``) and its three outputs, the hybrid with flip
+averaging, plus a CatalogProjection fitted on the tuned features.
+
+Validation (``--validate``, for choosing a fine-tuning recipe without the test half): the train
+half is split again, stratified and seeded (:func:`stratified_split`, 75 % "fit" / 25 %
+"validation"), and every row above is computed with fit in place of train and validation in
+place of test. The test half is still decoded and embedded with the frozen model (so that the
+split is exactly the one of the normal run), but nothing is fitted or scored on it. Recipe
+changes go in with ``--recipe key=value`` (keyword arguments of ``finetune_backbone``).
 
 Usage: ``python benchmarks/eval_similar_clothing.py [--quick] [--seed 0] [--json out.json]
-[--finetune [--epochs 10] [--tune-dir DIR]] [--no-hq]``
+[--finetune [--epochs 10] [--tune-dir DIR] [--recipe key=value ...]] [--no-hq] [--validate]``
 """
 
 from __future__ import annotations
@@ -59,6 +66,29 @@ def stratified_halves(labels: np.ndarray, random_state: int) -> tuple[np.ndarray
         a.append(idx[:half])
         b.append(idx[half:])
     return np.sort(np.concatenate(a)), np.sort(np.concatenate(b))
+
+
+def stratified_split(labels: np.ndarray, frac: float, random_state: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into ``(round(frac * n_label), rest)`` per label (seeded, both sorted)."""
+    rng = np.random.default_rng(random_state)
+    a, b = [], []
+    for lab in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == lab))
+        k = min(len(idx) - 1, max(1, int(round(frac * len(idx))))) if len(idx) > 1 else len(idx)
+        a.append(idx[:k])
+        b.append(idx[k:])
+    return np.sort(np.concatenate(a)), np.sort(np.concatenate(b))
+
+
+def parse_recipe(items: list[str]) -> dict:
+    """``["lr=1e-4", "freeze_blocks=2"]`` -> ``{"lr": 0.0001, "freeze_blocks": 2}`` (JSON values)."""
+    out = {}
+    for it in items or []:
+        k, _, v = it.partition("=")
+        if not k or not _:
+            raise SystemExit(f"--recipe expects key=value, got {it!r}")
+        out[k.strip()] = json.loads(v)
+    return out
 
 
 def colour_histogram(im, bins: int = 8) -> np.ndarray:
@@ -122,7 +152,9 @@ def run_finetune(paths, train, test, y_tr, y_te, args) -> list[dict]:
             print(f"|   fine-tuning step {done}/{total}, {time.perf_counter() - t:.0f} s, load {os.getloadavg()[0]:.1f} | | | | | | |",
                   flush=True)
 
-    finetune_backbone(px, y_tr, out_dir, epochs=args.epochs, random_state=args.seed, progress=progress)
+    recipe = {"epochs": args.epochs, **parse_recipe(args.recipe)}
+    print(f"|   fine-tuning recipe: {recipe} -> {out_dir} | | | | | | |", flush=True)
+    finetune_backbone(px, y_tr, out_dir, random_state=args.seed, progress=progress, **recipe)
     fit_s = time.perf_counter() - t
     emb = TunedEfficientNet(out_dir, output="embedding")
     Z = emb.embed_files([paths[i] for i in test]).vectors
@@ -130,6 +162,8 @@ def run_finetune(paths, train, test, y_tr, y_te, args) -> list[dict]:
            for o in ("embedding", "posterior", "hybrid")]
     hyb = TunedEfficientNet(out_dir).embed_files([paths[i] for i in test]).vectors  # the product path
     out.append(score("tuned backbone / hybrid (embed_files)", hyb, y_te, fit_s=fit_s, k=args.k))
+    flip = TunedEfficientNet(out_dir, tta_flip=True).embed_files([paths[i] for i in test]).vectors
+    out.append(score("tuned backbone / hybrid + flip", flip, y_te, fit_s=fit_s, k=args.k))
     Ztr = emb.embed_files([paths[i] for i in train]).vectors
     proj = CatalogProjection(random_state=args.seed).fit(Ztr, y_tr)
     out.append(score("tuned backbone + mlp / hybrid", proj.transform(Z), y_te, fit_s=fit_s, k=args.k))
@@ -149,6 +183,11 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs")
     ap.add_argument("--tune-dir", type=Path, default=None,
                     help="where the tuned model goes (resumable; default ~/.cache/adlens/clothing-tuned-seed<seed>)")
+    ap.add_argument("--recipe", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="fine-tuning recipe overrides (finetune_backbone keywords, JSON values)")
+    ap.add_argument("--validate", action="store_true",
+                    help="fit on 75%% of the train half, score on the other 25%%; nothing is scored on the test half")
+    ap.add_argument("--val-frac", type=float, default=0.25, help="share of the train half held out with --validate")
     args = ap.parse_args(argv)
 
     labels_csv = args.data / "labels.csv"
@@ -173,9 +212,16 @@ def main(argv=None) -> int:
     labels = labels[res.ok]
     X = res.vectors
     train, test = stratified_halves(labels, args.seed)
+    split = f"train {len(train)} / test {len(test)}"
+    if args.validate:  # fit / validation inside the train half; the test half is left alone
+        fit, val = stratified_split(labels[train], 1 - args.val_frac, args.seed)
+        train, test = train[fit], train[val]
+        split = f"VALIDATION: fit {len(train)} / validation {len(test)}, both inside the train half"
+        if args.finetune and args.tune_dir is None:
+            args.tune_dir = Path.home() / ".cache" / "adlens" / f"clothing-tuned-val-seed{args.seed}"
     y_tr, y_te = labels[train], labels[test]
     print(f"{len(paths)} images ({len(res.errors)} failed), {len(np.unique(labels))} labels; "
-          f"train {len(train)} / test {len(test)} (seed {args.seed}); "
+          f"{split} (seed {args.seed}); "
           f"embedded in {t_embed:.1f} s ({len(paths) / t_embed:.0f} img/s, {emb.model_id})\n")
 
     with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as ex:
@@ -183,7 +229,7 @@ def main(argv=None) -> int:
         hist = np.stack(list(ex.map(colour_histogram, ims)))
         ph = np.stack(list(ex.map(phash64, ims)))
 
-    print("| method (test half)                 |   dim |   AUC  |  P@10  |  R@10  | hit@10 | fit s |")
+    print("| method (" + ("validation)" if args.validate else "test half) ").ljust(27) + "|   dim |   AUC  |  P@10  |  R@10  | hit@10 | fit s |")
     print("|------------------------------------|------:|-------:|-------:|-------:|-------:|------:|")
     # learned rows: "<method> / <output>" = CatalogProjection(method).transform, fitted on the train half
     results = []
@@ -209,9 +255,12 @@ def main(argv=None) -> int:
                                    "256 px + flip, ", args)
     if args.finetune:
         results += run_finetune(paths, train, test, y_tr, y_te, args)
-    print("\ntargets (test half): AUC >= 0.95, precision@10 >= 0.80")
+    print("\n" + ("(validation split of the train half; the targets apply to the test half) " if args.validate else "")
+          + "targets (test half): AUC >= 0.95, precision@10 >= 0.80")
     if args.json:
         args.json.write_text(json.dumps({"n_images": len(paths), "seed": args.seed, "embed_s": t_embed,
+                                         "split": "validation" if args.validate else "test",
+                                         "recipe": {"epochs": args.epochs, **parse_recipe(args.recipe)},
                                          "model_id": emb.model_id, "results": results}, indent=2))
     return 0
 

@@ -87,6 +87,44 @@ def test_finetune_resumes_from_its_checkpoint(tuned, tmp_path):
     assert calls[0] == (0, 1) and calls[-1] == (1, 1)
 
 
+@pytest.mark.parametrize("kw", [{}, {"rotate": 10.0}, {"erase_prob": 1.0}, {"rotate": 15.0, "erase_prob": 0.5, "jitter": 0.4}])
+def test_augment_is_seeded_and_keeps_shape_dtype_and_input(kw):
+    from adlens.embed.finetune import _augment
+
+    img = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    before = img.copy()
+    a = _augment(img, 64, np.random.default_rng(5), 0.2, **kw)
+    b = _augment(img, 64, np.random.default_rng(5), 0.2, **kw)
+    assert a.shape == (64, 64, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(img, before)
+    views = [_augment(img, 64, np.random.default_rng(s), 0.2, **kw) for s in range(6)]
+    assert len({v.tobytes() for v in views}) == 6  # different seeds, different views
+
+
+def test_augment_options_off_reproduce_the_plain_stream():
+    from adlens.embed.finetune import _augment
+
+    img = np.random.default_rng(1).integers(0, 256, (80, 80, 3), dtype=np.uint8)
+    r1, r2 = np.random.default_rng(3), np.random.default_rng(3)
+    a = _augment(img, 64, r1, 0.35)
+    b = _augment(img, 64, r2, 0.35, rotate=0.0, erase_prob=0.0, jitter=0.3)
+    np.testing.assert_array_equal(a, b)
+    assert r1.random() == r2.random()  # same number of draws
+
+
+def test_random_erasing_and_rotation_change_the_view():
+    from adlens.embed.finetune import _augment
+
+    img = np.full((64, 64, 3), 128, np.uint8)
+    plain = _augment(img, 64, np.random.default_rng(0), 1.0, jitter=0.0)
+    erased = _augment(img, 64, np.random.default_rng(0), 1.0, jitter=0.0, erase_prob=1.0)
+    np.testing.assert_array_equal(plain, 128)  # full crop of a flat image, no jitter
+    assert (erased != 128).any(axis=2).mean() >= 0.015  # one noisy rectangle of >= 2 % of the area
+    rotated = _augment(img, 64, np.random.default_rng(0), 1.0, jitter=0.0, rotate=30.0)
+    assert (rotated > 200).all(axis=2).any()  # white fill enters at the corners
+
+
 @pytest.mark.parametrize(
     "images, labels, kw, match",
     [
