@@ -81,8 +81,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -94,10 +92,10 @@ from adlens.embed.base import l2_normalize, register_embedder
 from adlens.embed.image import (
     FEATURE_DIM,
     INPUT_SIZE,
-    ONNX_OPSET,
     PIXEL_MEAN,
     PIXEL_STD,
     EfficientNetLite0,
+    export_pixels_model,
     load_rgb,
     preprocess,
 )
@@ -257,30 +255,9 @@ class _Tuner:
 
         model = Graph().eval()
         model.net.to(memory_format=torch.contiguous_format)
-        dummy = torch.randint(0, 256, (2, INPUT_SIZE, INPUT_SIZE, 3), dtype=torch.uint8)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
         try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(model, (dummy,), tmp, dynamo=False, input_names=["pixels"],
-                                  output_names=["features"],
-                                  dynamic_axes={"pixels": {0: "batch", 1: "height", 2: "width"}, "features": {0: "batch"}},
-                                  opset_version=ONNX_OPSET, do_constant_folding=True)
-            import onnxruntime as ort
-
-            sess = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
-            for size in (INPUT_SIZE, INPUT_SIZE + 32):
-                probe = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8)
-                with torch.no_grad():
-                    ref = model(probe).numpy()
-                err = float(np.abs(ref - sess.run(None, {"pixels": probe.numpy()})[0]).max())
-                if err > 1e-3:
-                    raise RuntimeError(f"ONNX export mismatch at {size}px: max abs diff {err:.2e}")
-            os.replace(tmp, path)
+            export_pixels_model(model, path, probe_batch=2)
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
             model.net.to(memory_format=torch.channels_last)
 
 

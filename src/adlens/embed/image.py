@@ -212,11 +212,17 @@ def export_onnx(path: str | os.PathLike, *, check: bool = True) -> Path:
     With ``check`` the exported graph is run by ONNX Runtime on random pixels and compared
     with torch (max abs difference < 1e-3), so a bad export never lands in the cache.
     """
+    return export_pixels_model(_build_torch_model(), path, check=check)
+
+
+def export_pixels_model(model, path: str | os.PathLike, *, check: bool = True, probe_batch: int = 3) -> Path:
+    """Export a torch module ``uint8 (N, H, W, 3) pixels -> (N, D) features`` to ONNX at ``path``
+    (dynamic batch and spatial axes; atomic write). With ``check`` ONNX Runtime's output must
+    match torch's within 1e-3 at 224 and 256 px, so a bad export never replaces a good file."""
     import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = _build_torch_model()
     dummy = torch.randint(0, 256, (2, INPUT_SIZE, INPUT_SIZE, 3), dtype=torch.uint8)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -239,7 +245,7 @@ def export_onnx(path: str | os.PathLike, *, check: bool = True) -> Path:
 
             sess = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
             for size in (INPUT_SIZE, INPUT_SIZE + 32):  # dynamic spatial axes must hold too
-                probe = torch.randint(0, 256, (3, size, size, 3), dtype=torch.uint8)
+                probe = torch.randint(0, 256, (probe_batch, size, size, 3), dtype=torch.uint8)
                 with torch.no_grad():
                     ref = model(probe).numpy()
                 got = sess.run(None, {"pixels": probe.numpy()})[0]
