@@ -91,26 +91,6 @@ def _opt_array(x, n: int, what: str, dtype=np.float32) -> np.ndarray | None:
     return a
 
 
-def _emb(x, what: str) -> np.ndarray | None:
-    """Embedding matrix with NaN rows for missing ones (a list may hold None)."""
-    if x is None:
-        return None
-    if isinstance(x, np.ndarray):
-        a = x.astype(np.float32, copy=False)
-    else:
-        rows = list(x)
-        dim = next((len(r) for r in rows if r is not None), None)
-        if dim is None:
-            return np.full((len(rows), 1), np.nan, np.float32)
-        a = np.stack([np.full(dim, np.nan, np.float32) if r is None else np.asarray(r, np.float32) for r in rows])
-    if a.ndim != 2:
-        raise ValueError(f"{what} must be 2-D (rows x dim), got shape {a.shape}")
-    n = np.linalg.norm(a, axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        a = np.where(n > 0, a / n, np.nan)  # zero rows (empty text) -> missing
-    return a.astype(np.float32)
-
-
 @dataclass
 class AdSide:
     """Per-creative inputs (row i = creative i).
@@ -203,9 +183,25 @@ def _pair_index(ad_idx, article_idx, n_ads: int, n_art: int) -> tuple[np.ndarray
 
 
 def unit_rows(x, what: str = "embeddings") -> np.ndarray | None:
-    """Rows scaled to unit length as the pair features compare them (float32; missing or all-zero
-    rows -> NaN rows). Row k depends on row k only, so callers may normalise rows once and cache them."""
-    return _emb(x, what)
+    """Rows scaled to unit length as the pair features compare them (float32; missing (None) or
+    all-zero rows -> NaN rows). Row k depends on row k only, so callers may normalise rows once and
+    cache them."""
+    if x is None:
+        return None
+    if isinstance(x, np.ndarray):
+        a = x.astype(np.float32, copy=False)
+    else:
+        rows = list(x)
+        dim = next((len(r) for r in rows if r is not None), None)
+        if dim is None:
+            return np.full((len(rows), 1), np.nan, np.float32)
+        a = np.stack([np.full(dim, np.nan, np.float32) if r is None else np.asarray(r, np.float32) for r in rows])
+    if a.ndim != 2:
+        raise ValueError(f"{what} must be 2-D (rows x dim), got shape {a.shape}")
+    n = np.linalg.norm(a, axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = np.where(n > 0, a / n, np.nan)  # zero rows (empty text) -> missing
+    return a.astype(np.float32)
 
 
 def joint_rows(to_joint: Any, unit: np.ndarray) -> np.ndarray:
