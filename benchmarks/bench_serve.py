@@ -54,6 +54,19 @@ def _cpu_seconds(pid: int, tree: bool = False) -> float:
     return total
 
 
+def _select_histogram(port: int) -> dict[float, float]:
+    """Cumulative bucket counts of /v1/select's handling time from the service's /metrics."""
+    import httpx
+
+    out = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines():
+        if line.startswith("adlens_http_request_seconds_bucket{") and 'route="/v1/select"' in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            if le != "+Inf":
+                out[float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def _ids(ws_path: Path) -> tuple[list[str], list[str]]:
     from adlens.store.schema import articles, creatives
     from adlens.workspace import open_workspace
@@ -62,6 +75,19 @@ def _ids(ws_path: Path) -> tuple[list[str], list[str]]:
         ads = [r[0] for r in conn.execute(sa.select(creatives.c.ad_id).order_by(creatives.c.ad_id))]
         arts = [r[0] for r in conn.execute(sa.select(articles.c.article_id).order_by(articles.c.article_id))]
     return ads, arts
+
+
+def _run(coro, loop: str = "uvloop"):
+    """Run the generator on uvloop when it is installed (uvicorn[standard] brings it): less client
+    CPU than the default loop (BENCHMARKS.md), which matters because the client shares the cores."""
+    try:
+        import uvloop
+    except ImportError:
+        loop = "asyncio"
+    if loop == "asyncio":
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
 
 
 class Conn:
@@ -100,7 +126,6 @@ async def load(port: int, ads: list[str], arts: list[str], rate: float, seconds:
     sent_clicks: dict[str, str] = {}  # event id -> decision id
     retries = 0
     n = int(rate * seconds)
-    t0 = time.perf_counter() + 0.2
     fb_tasks = []
 
     async def feedback(event_id: str, decision_id: str) -> None:
@@ -113,12 +138,14 @@ async def load(port: int, ads: list[str], arts: list[str], rate: float, seconds:
         finally:
             pool.put_nowait(c)
 
+    # every request body is built before the clock starts: the generator's own work stays off the
+    # measured path (and off the CPU the server shares with it)
+    bodies = [json.dumps({"context": {"article_id": rng.choice(arts)}, "candidates": rng.sample(ads, k)}).encode()
+              for _ in range(n)]
+
     async def one(i: int, when: float) -> None:
         nonlocal retries
-        delay = when - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        body = json.dumps({"context": {"article_id": rng.choice(arts)}, "candidates": rng.sample(ads, k)}).encode()
+        body = bodies[i]
         c = await pool.get()
         try:
             st, data = await c.post("/v1/select", body)
@@ -143,6 +170,8 @@ async def load(port: int, ads: list[str], arts: list[str], rate: float, seconds:
     # One producer starts each request at its time (not n sleeping tasks created up front), and the
     # generator's own GC is off during the run: the client must not add pauses of its own.
     tasks = []
+    cpu0 = time.process_time()
+    t0 = time.perf_counter() + 0.2
     gc.disable()
     try:
         for i in range(n):
@@ -155,6 +184,7 @@ async def load(port: int, ads: list[str], arts: list[str], rate: float, seconds:
         gc.enable()
     await asyncio.gather(*fb_tasks)
     wall = time.perf_counter() - t0
+    client_cpu = time.process_time() - cpu0
     while not pool.empty():
         pool.get_nowait().close()
     lat.sort()
@@ -163,7 +193,8 @@ async def load(port: int, ads: list[str], arts: list[str], rate: float, seconds:
             "errors": len(errors), "error_samples": errors[:5], "achieved_rps": round(n / wall, 1),
             "p50_ms": round(q(0.50), 3), "p90_ms": round(q(0.90), 3), "p99_ms": round(q(0.99), 3),
             "max_ms": round(lat[-1], 3), "mean_ms": round(statistics.fmean(lat), 3),
-            "clicks_sent": len(sent_clicks), "click_retries_sent": retries}
+            "clicks_sent": len(sent_clicks), "click_retries_sent": retries,
+            "client_cpu_ms_per_request": round(client_cpu * 1e3 / max(1, n), 3)}
 
 
 def in_process_baseline(ws_path: Path, ads: list[str], arts: list[str], k: int, n: int, policy: str, seed: int) -> dict:
@@ -196,6 +227,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--workers", type=int, default=1, help="adlens serve --workers (server processes)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the generator's event loop")
     ap.add_argument("--quick", action="store_true", help="5 s at the given rate")
     args = ap.parse_args()
     src = Path(args.workspace)
@@ -227,16 +259,23 @@ def main() -> int:
         else:
             raise RuntimeError("service did not start: " + proc.stderr.read().decode()[-2000:])
         # warm-up: load every creative's features and every article once (first sight reads Parquet)
-        asyncio.run(load(port, ads, arts, rate=50, seconds=max(2.0, len(arts) / 50), k=args.candidates,
+        _run(load(port, ads, arts, rate=50, seconds=max(2.0, len(arts) / 50), k=args.candidates,
                          click_rate=0.0, conns=4, seed=args.seed + 1))
         before = httpx.get(f"http://127.0.0.1:{port}/v1/arms", timeout=10).json()["totals"]
+        hist0 = _select_histogram(port)
         load_before = os.getloadavg()
         cpu0 = _cpu_seconds(proc.pid, tree=True)
-        res = asyncio.run(load(port, ads, arts, args.rate, seconds, args.candidates, args.click_rate,
-                               args.connections, args.seed))
+        res = _run(load(port, ads, arts, args.rate, seconds, args.candidates, args.click_rate,
+                        args.connections, args.seed), args.loop)
         # the server's CPU per request: steadier than latency on a VM whose speed drifts
         res["server_cpu_ms_per_request"] = round((_cpu_seconds(proc.pid, tree=True) - cpu0) * 1e3 / max(1, res["requests"]), 3)
         after = httpx.get(f"http://127.0.0.1:{port}/v1/arms", timeout=10).json()["totals"]
+        # the server's own handling time (from its /metrics): what the client measured beyond it is
+        # queueing, the network stack and the client
+        hist = {le: c - hist0.get(le, 0) for le, c in _select_histogram(port).items()}
+        total = max(hist.values(), default=0) or 1
+        res["server_handling_share_within_ms"] = {f"{le * 1e3:g}": round(c / total, 4) for le, c in hist.items()
+                                                  if le <= 0.05}
         res["clicks_counted"] = after["clicks"] - before["clicks"]
         res["decisions_logged"] = after["decisions"] - before["decisions"]
         res["exact"] = (res["clicks_counted"] == res["clicks_sent"] and res["decisions_logged"] == res["requests"])

@@ -500,6 +500,30 @@ def test_plain_select_shape_and_model_validated_shape_answer_alike(client):
     assert r.status_code == 422
 
 
+def test_an_unexpected_failure_is_a_json_500_on_both_select_routes_and_the_service_goes_on(trained):
+    ws, svc = _service(trained)
+    try:
+        with TestClient(create_app(svc), raise_server_exceptions=False) as c:
+            real = svc.select
+
+            def broken(*a, **k):
+                raise RuntimeError("boom")
+
+            svc.select = broken
+            for cands in (["ad01", "ad02"], [{"id": "ad01"}, "ad02"]):  # lean path, FastAPI route
+                r = c.post("/v1/select", json={"context": {"article_id": "art01"}, "candidates": cands})
+                assert r.status_code == 500 and r.json() == {"detail": "Internal Server Error"}, r.text
+            svc.select = real
+            r = c.post("/v1/select", json={"context": {"article_id": "art01"}, "candidates": ["ad01", "ad02"]})
+            assert r.status_code == 200 and r.json()["chosen"] in ("ad01", "ad02")
+            m = c.get("/metrics").text
+            assert 'adlens_http_requests_total{route="/v1/select",status="500"} 2.0' in m
+            assert 'adlens_http_requests_total{route="/v1/select",status="200"} 1.0' in m
+    finally:
+        svc.close()
+        ws.close()
+
+
 def test_two_processes_on_one_workspace_see_each_others_counts_after_a_refresh(trained):
     """What `adlens serve --workers N` relies on: each Service re-reads the database's counters."""
     ws1, a = _service(trained, refresh_s=60.0)  # long period: refreshed by hand below

@@ -437,15 +437,24 @@ def _beta_draws(alpha: np.ndarray, beta: np.ndarray, n: int, rng: np.random.Gene
         return rng.beta(alpha[:, None], beta[:, None], size=(alpha.shape[0], n))
     k = alpha.shape[0]
     small = alpha < 1.0
-    ga = _gamma_wh(np.where(small, alpha + 1.0, alpha), _std_draws(rng, k, n, 0))
-    if small.any():
-        idx = np.flatnonzero(small)
-        e = _std_draws(rng, idx.size, n, 1)
-        ga[idx] *= np.exp(e * (-1.0 / alpha[idx]).astype(np.float32)[:, None])
-    gb = _gamma_wh(beta, _std_draws(rng, k, n, 0))
+    m = int(np.count_nonzero(small))
+    # arms with shape < 1 first, so that their U^(1/a) boost is one in-place pass over a row block
+    order = np.argsort(~small, kind="stable") if 0 < m < k else None
+    a, b = (alpha, beta) if order is None else (alpha[order], beta[order])
+    # both Gamma draws of every arm in one (2K, n) pass
+    g = _gamma_wh(np.concatenate([np.where(small if order is None else np.arange(k) < m, a + 1.0, a), b]),
+                  _std_draws(rng, 2 * k, n, 0))
+    ga, gb = g[:k], g[k:]
+    if m:
+        e = _std_draws(rng, m, n, 1) * (-1.0 / a[:m]).astype(np.float32)[:, None]
+        ga[:m] *= np.exp(e, out=e)
     gb += ga
     # gb > 0: the clipped normals keep every cube strictly positive
     ga /= gb
+    if order is not None:
+        out = np.empty_like(ga)
+        out[order] = ga
+        return out
     return ga
 
 
@@ -457,7 +466,9 @@ def _win_frequencies(draws: np.ndarray, scale: float, fixed: np.ndarray) -> np.n
     tot = draws
     tot *= tot.dtype.type(scale)
     tot += fixed.astype(tot.dtype)[:, None]
-    wins = np.count_nonzero(tot == tot.max(axis=0), axis=1)
+    top = tot == tot.max(axis=0)
+    # uint8 row sums: ~2x faster than count_nonzero(axis=1) on (20, 1000)
+    wins = np.add.reduce(top.view(np.uint8), axis=1, dtype=np.int64)
     return wins / wins.sum()  # exact ties (float32) are counted for both arms, hence .sum()
 
 

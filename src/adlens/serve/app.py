@@ -10,14 +10,15 @@ Routes (request / response bodies are the pydantic models below):
 - ``GET  /metrics``      Prometheus text format
 
 Errors are JSON ``{"detail": message}``: 400/422 bad input, 401 missing or wrong API key, 404 unknown
-id, 409 event id reused for another event, 413 body too large. ``/v1/select`` (with a known article
-or an already-seen text) and ``/v1/feedback`` run on the event loop (a thread hop would cost as much
-as the work); featurising a new image or a new free-text context runs in the thread pool. The
-shared state is guarded by the service's lock.
+id, 409 event id reused for another event, 413 body too large, 500 a bug (logged with its traceback).
+``/v1/select`` (with a known article or an already-seen text) and ``/v1/feedback`` run on the event
+loop (a thread hop would cost as much as the work); featurising a new image or a new free-text
+context runs in the thread pool. The shared state is guarded by the service's lock.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -37,6 +38,8 @@ from adlens.serve.scoring import UnknownIds
 from adlens.serve.service import Service
 
 __all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
 
 ROUTES = {"/v1/score", "/v1/select", "/v1/feedback", "/v1/arms", "/healthz", "/metrics"}
 OPEN_PATHS = {"/healthz", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
@@ -90,14 +93,21 @@ class FeedbackRequest(BaseModel):
     occurred_at: datetime | None = None
 
 
-class _Wrap:
-    """Adapter so a function ``fn(inner_app) -> asgi_app`` can be passed to ``add_middleware``."""
+class _GuardedApp(FastAPI):
+    """FastAPI with the guard as the outermost ASGI layer: the lean ``/v1/select`` answers before
+    Starlette's middleware stack (error, body-limit and telemetry layers, router) is entered --
+    ~0.1-0.2 ms of CPU per request at 200 req/s. Every other request goes on to FastAPI as usual."""
 
-    def __init__(self, app, fn):
-        self.asgi = fn(app)
+    guarded: Callable | None = None
 
-    async def __call__(self, scope, receive, send):
-        await self.asgi(scope, receive, send)
+    async def __call__(self, scope, receive, send) -> None:
+        if self.guarded is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.guarded(scope, receive, send)
+
+    async def fastapi(self, scope, receive, send) -> None:
+        await super().__call__(scope, receive, send)
 
 
 class _OrjsonResponse(JSONResponse):
@@ -178,7 +188,7 @@ def create_app(service: Service, on_shutdown: Callable[[], None] | None = None) 
         if on_shutdown is not None:
             on_shutdown()
 
-    app = FastAPI(title="adlens", version="1", description="Score ad creatives for a context, choose one with a "
+    app = _GuardedApp(title="adlens", version="1", description="Score ad creatives for a context, choose one with a "
                   "bandit, learn from feedback. Errors are JSON {\"detail\": message}.", lifespan=lifespan)
     metrics = _Metrics(service)
     keys = {"hashes": service.store.active_key_hashes(), "at": time.monotonic()}
@@ -205,30 +215,40 @@ def create_app(service: Service, on_shutdown: Callable[[], None] | None = None) 
             route = scope["path"]
             headers = dict(scope["headers"])
             n = headers.get(b"content-length")
-            status = {"code": 500}
+            status = {"code": None}  # set when the answer starts
 
             async def send_(msg):
                 if msg["type"] == "http.response.start":
                     status["code"] = msg["status"]
                 await send(msg)
 
-            if n is not None and (not n.isdigit() or int(n) > limit):
-                await JSONResponse({"detail": f"request body larger than {limit} bytes"}, status_code=413)(scope, receive, send_)
-            elif scope["method"] == "POST" and n is None:
-                await JSONResponse({"detail": "send a Content-Length (chunked bodies are not accepted)"},
-                                   status_code=411)(scope, receive, send_)
-            elif route not in OPEN_PATHS and not key_ok(headers):
-                await JSONResponse({"detail": "missing or invalid API key (X-API-Key or Authorization: Bearer)"},
-                                   status_code=401)(scope, receive, send_)
-            elif route == "/v1/select" and scope["method"] == "POST":
-                body = await _read_body(receive)
-                if not await lean_select(body, send_):  # anything but the plain shape: the FastAPI route
-                    await inner(scope, _replay(body, receive), send_)
-            else:
-                await inner(scope, receive, send_)
-            label = route if route in ROUTES else "other"  # bounded label set, whatever clients send
-            metrics.requests.labels(label, str(status["code"])).inc()
-            metrics.latency.labels(label).observe(time.perf_counter() - t0)
+            try:
+                if n is not None and (not n.isdigit() or int(n) > limit):
+                    await JSONResponse({"detail": f"request body larger than {limit} bytes"}, status_code=413)(scope, receive, send_)
+                elif scope["method"] == "POST" and n is None:
+                    await JSONResponse({"detail": "send a Content-Length (chunked bodies are not accepted)"},
+                                       status_code=411)(scope, receive, send_)
+                elif route not in OPEN_PATHS and not key_ok(headers):
+                    await JSONResponse({"detail": "missing or invalid API key (X-API-Key or Authorization: Bearer)"},
+                                       status_code=401)(scope, receive, send_)
+                elif route == "/v1/select" and scope["method"] == "POST":
+                    body = await _read_body(receive)
+                    try:
+                        done = await lean_select(body, send_)
+                    except Exception:  # what ServerErrorMiddleware does for the routes behind it
+                        log.exception("POST /v1/select failed")
+                        if status["code"] is not None:  # the answer had started: nothing more can be sent
+                            raise
+                        await _send_json(send_, 500, {"detail": "Internal Server Error"})
+                        done = True
+                    if not done:  # anything but the plain shape: the FastAPI route
+                        await inner(scope, _replay(body, receive), send_)
+                else:
+                    await inner(scope, receive, send_)
+            finally:  # counted whatever happened, 500s included
+                label = route if route in ROUTES else "other"  # bounded label set, whatever clients send
+                metrics.requests.labels(label, str(status["code"] or 500)).inc()
+                metrics.latency.labels(label).observe(time.perf_counter() - t0)
         return asgi
 
     async def lean_select(body: bytes, send) -> bool:
@@ -261,7 +281,7 @@ def create_app(service: Service, on_shutdown: Callable[[], None] | None = None) 
         await _send_json(send, 200, out)
         return True
 
-    app.add_middleware(_Wrap, fn=guard)
+    app.guarded = guard(app.fastapi)
 
     def error(status: int):
         async def handler(_request: Request, exc: Exception):
@@ -270,6 +290,10 @@ def create_app(service: Service, on_shutdown: Callable[[], None] | None = None) 
 
     for exc_type, code in ERROR_STATUS:
         app.add_exception_handler(exc_type, error(code))
+
+    @app.exception_handler(Exception)  # a bug, not bad input: JSON like every other error (and logged)
+    async def internal(_request: Request, _exc: Exception):
+        return JSONResponse({"detail": "Internal Server Error"}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def validation(_request: Request, exc: RequestValidationError):
