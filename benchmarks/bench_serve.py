@@ -227,6 +227,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--workers", type=int, default=1, help="adlens serve --workers (server processes)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pin", action="store_true", help="pin the server to CPU 1 and the generator to CPU 0")
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the generator's event loop")
     ap.add_argument("--quick", action="store_true", help="5 s at the given rate")
     args = ap.parse_args()
@@ -244,7 +245,10 @@ def main() -> int:
         return 0
     port = _free_port()
     adlens = Path(sys.executable).with_name("adlens")
-    proc = subprocess.Popen([str(adlens), "serve", "--workspace", str(ws_path), "--port", str(port), "--policy",
+    pin = [] if not args.pin else ["taskset", "-c", "1"]  # the server on CPU 1, this generator on CPU 0
+    if args.pin:
+        os.sched_setaffinity(0, {0})
+    proc = subprocess.Popen([*pin, str(adlens), "serve", "--workspace", str(ws_path), "--port", str(port), "--policy",
                              args.policy, "--seed", str(args.seed), "--workers", str(args.workers)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

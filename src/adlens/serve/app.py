@@ -168,8 +168,18 @@ class _Metrics:
                                  registry=self.registry)
         self.decisions = Counter("adlens_decisions", "select decisions", ["policy"], registry=self.registry)
         self.events = Counter("adlens_feedback_events", "feedback events", ["type", "status"], registry=self.registry)
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         g = Gauge("adlens_model_info", "quality model in use", ["version"], registry=self.registry)
         g.labels(str(service.scorer.version)).set(1)
+
+    def children(self, route: str, status: int):
+        """The (request counter, latency histogram) of a route and status, looked up once: labels()
+        validates and locks on every call."""
+        key = (route, status)
+        got = self._children.get(key)
+        if got is None:
+            got = self._children[key] = (self.requests.labels(route, str(status)), self.latency.labels(route))
+        return got
 
     def text(self) -> bytes:
         from prometheus_client import generate_latest
@@ -247,8 +257,9 @@ def create_app(service: Service, on_shutdown: Callable[[], None] | None = None) 
                     await inner(scope, receive, send_)
             finally:  # counted whatever happened, 500s included
                 label = route if route in ROUTES else "other"  # bounded label set, whatever clients send
-                metrics.requests.labels(label, str(status["code"] or 500)).inc()
-                metrics.latency.labels(label).observe(time.perf_counter() - t0)
+                count, latency = metrics.children(label, status["code"] or 500)
+                count.inc()
+                latency.observe(time.perf_counter() - t0)
         return asgi
 
     async def lean_select(body: bytes, send) -> bool:
@@ -277,10 +288,11 @@ def create_app(service: Service, on_shutdown: Callable[[], None] | None = None) 
             code = next(c for t, c in ERROR_STATUS if isinstance(e, t))
             await _send_json(send, code, {"detail": str(e)})
             return True
-        metrics.decisions.labels(service.policy.name).inc()
+        decisions.inc()
         await _send_json(send, 200, out)
         return True
 
+    decisions = metrics.decisions.labels(service.policy.name)
     app.guarded = guard(app.fastapi)
 
     def error(status: int):

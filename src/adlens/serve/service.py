@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
 import threading
 import time
@@ -384,14 +385,14 @@ class Service:
         # counts at decision time + inputs: enough to replay any policy on this row off-line (OPE)
         cols = {"p": choice.probabilities, "score": scores, "impressions": imp, "clicks": clk,
                 "brand_risk": snap.brand_risk, **choice.components}
-        names = list(cols)
-        M = np.column_stack([np.asarray(v, np.float64) for v in cols.values()])  # (K, columns): one pass
-        dup = np.asarray(snap.duplicate, bool).tolist()
-        cands = [{"id": i, "duplicate": d, **dict(zip(names, r))} for i, d, r in zip(ids, dup, _rows(M))]
+        names = ["id", "duplicate", *cols]
+        columns = [ids, np.asarray(snap.duplicate, bool).tolist(), *_columns(cols.values())]
+        rows = list(zip(*columns))  # one tuple per candidate, in ``names`` order
+        cands = [dict(zip(names, r)) for r in rows]
         # the log keeps what OPE / reweight / replay need (the weighted terms follow from weights)
-        keep = [k for k, n in enumerate(names) if n in _LOGGED]
-        log_names = [names[k] for k in keep]
-        logged = [{"id": i, "duplicate": d, **dict(zip(log_names, r))} for i, d, r in zip(ids, dup, _rows(M[:, keep]))]
+        keep = [k for k, n in enumerate(names) if k < 2 or n in _LOGGED]
+        log_names, pick = [names[k] for k in keep], operator.itemgetter(*keep)
+        logged = [dict(zip(log_names, pick(r))) for r in rows]
         rec = decision_record(
             decision_id=decision_id, chosen=choice.arm_id, propensity=float(choice.propensity),
             candidates=orjson.dumps(logged).decode(), policy=self._policy_json, weights=self._weights_json,
@@ -505,12 +506,13 @@ def _writer_engine(engine: sa.Engine):
     return w, _Checkpointer(w)
 
 
-def _rows(M: np.ndarray) -> list[list]:
-    """Matrix -> JSON-ready row lists (NaN / inf -> None)."""
-    rows = M.tolist()
+def _columns(arrays) -> list[list]:
+    """Per-candidate arrays -> JSON-ready float lists (NaN / inf -> None), one pass over a (columns, K) block."""
+    M = np.array([np.asarray(a, np.float64) for a in arrays])
+    out = M.tolist()
     if not np.isfinite(M).all():
-        rows = [[v if math.isfinite(v) else None for v in r] for r in rows]
-    return rows
+        out = [[v if math.isfinite(v) else None for v in c] for c in out]
+    return out
 
 
 def _finite(v) -> float | None:
