@@ -10,7 +10,15 @@ is measured from its scheduled time, so a stalled server cannot hide its queuein
 omission). Each request picks a random article of the workspace and 20 random creatives. A share
 of the decisions (``--click-rate``) gets a click posted to /v1/feedback, a retry of every 10th click
 is sent too, and at the end the service's counters are checked against what was sent: zero lost,
-zero double-counted. Prints a JSON summary (p50/p90/p99/max in ms, errors, achieved rate, load).
+zero double-counted. Prints a JSON summary (p50/p90/p99/max in ms, errors, achieved rate, load),
+the CPU per request of the server (all its threads and workers, from /proc) and of the generator,
+and the share of selects the server itself handled within 0.5 ... 50 ms (from its /metrics
+histogram: the rest of the client's latency is queueing, the network stack and the client).
+
+Request bodies are built before the clock starts and the generator runs on uvloop (``--loop
+asyncio`` for the standard loop). ``--pin`` puts the server on CPU 1 and the generator on CPU 0
+(no migrations; the generator then cannot take the server's core) -- reported next to unpinned
+runs in BENCHMARKS.md, never instead of them.
 
 A baseline from the same run: the same selections made in process through :class:`Service`
 (no HTTP), so the HTTP + framework overhead is visible.
@@ -216,7 +224,67 @@ def in_process_baseline(ws_path: Path, ads: list[str], arts: list[str], k: int, 
     return {"n": len(ts), "p50_ms": round(ts[len(ts) // 2], 3), "p99_ms": round(ts[int(0.99 * len(ts))], 3)}
 
 
+def serve_fixed(port: int, answer_file: str) -> None:
+    """The floor: uvicorn (same loop and HTTP parser as `adlens serve`) answering every POST with a
+    fixed body -- a real /v1/select answer -- read once, so only HTTP, the network stack and the
+    event loop remain."""
+    import uvicorn
+
+    answer = Path(answer_file).read_bytes()
+    fb = b'{"status": "counted"}'
+    head = [(b"content-type", b"application/json")]
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        more = True
+        while more:
+            more = (await receive()).get("more_body", False)
+        body = answer if scope["path"] == "/v1/select" else fb
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [*head, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
+
+
+def run_floor(args, ads: list[str], arts: list[str], answer: bytes, tmp: Path, seconds: float) -> dict:
+    """The same load against :func:`serve_fixed` (with the same pinning), for the floor of this machine."""
+    import httpx
+
+    f = tmp / "answer.json"
+    f.write_bytes(answer)
+    port = _free_port()
+    pin = [] if not args.pin else ["taskset", "-c", "1"]
+    proc = subprocess.Popen([*pin, sys.executable, __file__, "--serve-fixed", str(port), str(f)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(300):
+            try:
+                httpx.post(f"http://127.0.0.1:{port}/v1/select", content=b"{}", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("fixed server did not start: " + proc.stderr.read().decode()[-2000:])
+        cpu0 = _cpu_seconds(proc.pid)
+        res = _run(load(port, ads, arts, args.rate, seconds, args.candidates, args.click_rate,
+                        args.connections, args.seed), args.loop)
+        res["server_cpu_ms_per_request"] = round((_cpu_seconds(proc.pid) - cpu0) * 1e3 / max(1, res["requests"]), 3)
+        return {k: res[k] for k in ("errors", "achieved_rps", "p50_ms", "p90_ms", "p99_ms", "max_ms",
+                                    "client_cpu_ms_per_request", "server_cpu_ms_per_request")}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def main() -> int:
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve-fixed":  # internal: the floor's server process
+        serve_fixed(int(sys.argv[2]), sys.argv[3])
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workspace", default="demo/workspace", help="a workspace with ads and articles (make demo)")
     ap.add_argument("--rate", type=float, default=200.0)
@@ -229,6 +297,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pin", action="store_true", help="pin the server to CPU 1 and the generator to CPU 0")
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the generator's event loop")
+    ap.add_argument("--floor", action="store_true",
+                    help="then the same load against a fixed-answer uvicorn server: the machine's floor")
     ap.add_argument("--quick", action="store_true", help="5 s at the given rate")
     args = ap.parse_args()
     src = Path(args.workspace)
@@ -267,6 +337,9 @@ def main() -> int:
                          click_rate=0.0, conns=4, seed=args.seed + 1))
         before = httpx.get(f"http://127.0.0.1:{port}/v1/arms", timeout=10).json()["totals"]
         hist0 = _select_histogram(port)
+        sample = httpx.post(f"http://127.0.0.1:{port}/v1/select", timeout=10, json={
+            "context": {"article_id": arts[0]}, "candidates": ads[:args.candidates]}).content
+        before["decisions"] += 1  # that sample
         load_before = os.getloadavg()
         cpu0 = _cpu_seconds(proc.pid, tree=True)
         res = _run(load(port, ads, arts, args.rate, seconds, args.candidates, args.click_rate,
@@ -289,12 +362,13 @@ def main() -> int:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+    floor = run_floor(args, ads, arts, sample, tmp, seconds) if args.floor else None
     base = in_process_baseline(ws_path, ads, arts, args.candidates, 2000, args.policy, args.seed)
     shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps({"config": {"rate": args.rate, "seconds": seconds, "candidates": args.candidates,
                                  "policy": args.policy, "connections": args.connections, "workers": args.workers},
                       "cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
-                      "http": res, "in_process": base}, indent=2))
+                      "http": res, "in_process": base, **({"floor_fixed_answer": floor} if floor else {})}, indent=2))
     return 0 if res["errors"] == 0 and res["exact"] else 1
 
 
