@@ -224,6 +224,15 @@ def in_process_baseline(ws_path: Path, ads: list[str], arts: list[str], k: int, 
     return {"n": len(ts), "p50_ms": round(ts[len(ts) // 2], 3), "p99_ms": round(ts[int(0.99 * len(ts))], 3)}
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """Ctrl-C a server (uvicorn shuts down cleanly: the service closes its database), kill if stuck."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def serve_fixed(port: int, answer_file: str) -> None:
     """The floor: uvicorn (same loop and HTTP parser as `adlens serve`) answering every POST with a
     fixed body -- a real /v1/select answer -- read once, so only HTTP, the network stack and the
@@ -274,11 +283,7 @@ def run_floor(args, ads: list[str], arts: list[str], answer: bytes, tmp: Path, s
         return {k: res[k] for k in ("errors", "achieved_rps", "p50_ms", "p90_ms", "p99_ms", "max_ms",
                                     "client_cpu_ms_per_request", "server_cpu_ms_per_request")}
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
 
 
 def main() -> int:
@@ -357,11 +362,7 @@ def main() -> int:
         res["decisions_logged"] = after["decisions"] - before["decisions"]
         res["exact"] = (res["clicks_counted"] == res["clicks_sent"] and res["decisions_logged"] == res["requests"])
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
     floor = run_floor(args, ads, arts, sample, tmp, seconds) if args.floor else None
     base = in_process_baseline(ws_path, ads, arts, args.candidates, 2000, args.policy, args.seed)
     shutil.rmtree(tmp, ignore_errors=True)

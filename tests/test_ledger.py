@@ -1,4 +1,3 @@
-import io
 
 import sqlalchemy as sa
 

@@ -184,7 +184,7 @@ def build_dataset(pairs: Any, labels: Any, out_path: str | os.PathLike, pair_fea
     card_json = out_path.with_name(out_path.stem + ".card.json")
     card_json.write_text(json.dumps(card, indent=2, default=str))
     lab = card["labels"]
-    md = [f"# Quality dataset card\n", f"- file: `{out_path.name}` ({DATASET_FORMAT}), created {card['created']}",
+    md = ["# Quality dataset card\n", f"- file: `{out_path.name}` ({DATASET_FORMAT}), created {card['created']}",
           f"- rows: {n_rows}, ads: {card['n_ads']}", f"- images: {card['images']}", "",
           "## Pairs per type", "", "| type | pairs |", "|---|---|",
           *[f"| {k} | {v} |" for k, v in card["pairs_per_type"].items()], "",
