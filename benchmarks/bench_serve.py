@@ -86,8 +86,8 @@ def _ids(ws_path: Path) -> tuple[list[str], list[str]]:
 
 
 def _run(coro, loop: str = "uvloop"):
-    """Run the generator on uvloop when it is installed (uvicorn[standard] brings it): less client
-    CPU than the default loop (BENCHMARKS.md), which matters because the client shares the cores."""
+    """Run the generator on uvloop when it is installed (uvicorn[standard] brings it; the server's
+    loop too), else on asyncio's default loop; ``loop="asyncio"`` forces the default one."""
     try:
         import uvloop
     except ImportError:
