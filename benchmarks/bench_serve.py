@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import gc
 import json
+import math
 import os
 import random
 import shutil
@@ -63,15 +64,14 @@ def _cpu_seconds(pid: int, tree: bool = False) -> float:
 
 
 def _select_histogram(port: int) -> dict[float, float]:
-    """Cumulative bucket counts of /v1/select's handling time from the service's /metrics."""
+    """Cumulative bucket counts of /v1/select's handling time from the service's /metrics (+Inf = all)."""
     import httpx
 
     out = {}
     for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines():
         if line.startswith("adlens_http_request_seconds_bucket{") and 'route="/v1/select"' in line:
             le = line.split('le="', 1)[1].split('"', 1)[0]
-            if le != "+Inf":
-                out[float(le)] = float(line.rsplit(" ", 1)[1])
+            out[math.inf if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
     return out
 
 
@@ -265,8 +265,9 @@ def run_floor(args, ads: list[str], arts: list[str], answer: bytes, tmp: Path, s
     f.write_bytes(answer)
     port = _free_port()
     pin = [] if not args.pin else ["taskset", "-c", "1"]
+    err_log = tmp / "fixed.stderr"
     proc = subprocess.Popen([*pin, sys.executable, __file__, "--serve-fixed", str(port), str(f)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=err_log.open("wb"))
     try:
         for _ in range(300):
             try:
@@ -275,7 +276,7 @@ def run_floor(args, ads: list[str], arts: list[str], answer: bytes, tmp: Path, s
             except httpx.HTTPError:
                 time.sleep(0.1)
         else:
-            raise RuntimeError("fixed server did not start: " + proc.stderr.read().decode()[-2000:])
+            raise RuntimeError("fixed server did not start: " + err_log.read_text(errors="replace")[-2000:])
         cpu0 = _cpu_seconds(proc.pid)
         res = _run(load(port, ads, arts, args.rate, seconds, args.candidates, args.click_rate,
                         args.connections, args.seed), args.loop)
@@ -321,11 +322,14 @@ def main() -> int:
     port = _free_port()
     adlens = Path(sys.executable).with_name("adlens")
     pin = [] if not args.pin else ["taskset", "-c", "1"]  # the server on CPU 1, this generator on CPU 0
+    if args.pin and (len(os.sched_getaffinity(0)) < 2 or shutil.which("taskset") is None):
+        raise SystemExit("--pin needs two CPUs (0 and 1) and taskset (util-linux)")
     if args.pin:
         os.sched_setaffinity(0, {0})
+    err_log = tmp / "serve.stderr"  # a file, not a pipe: a chatty server can never block on it
     proc = subprocess.Popen([*pin, str(adlens), "serve", "--workspace", str(ws_path), "--port", str(port), "--policy",
                              args.policy, "--seed", str(args.seed), "--workers", str(args.workers)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=err_log.open("wb"))
     try:
         import httpx
 
@@ -336,15 +340,17 @@ def main() -> int:
             except httpx.HTTPError:
                 time.sleep(0.1)
         else:
-            raise RuntimeError("service did not start: " + proc.stderr.read().decode()[-2000:])
+            raise RuntimeError("service did not start: " + err_log.read_text(errors="replace")[-2000:])
         # warm-up: load every creative's features and every article once (first sight reads Parquet)
         _run(load(port, ads, arts, rate=50, seconds=max(2.0, len(arts) / 50), k=args.candidates,
-                         click_rate=0.0, conns=4, seed=args.seed + 1))
+                  click_rate=0.0, conns=4, seed=args.seed + 1), args.loop)
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/select", timeout=10, json={
+            "context": {"article_id": arts[0]}, "candidates": ads[:args.candidates]})
+        r.raise_for_status()
+        sample = r.content  # a real answer, for --floor
         before = httpx.get(f"http://127.0.0.1:{port}/v1/arms", timeout=10).json()["totals"]
-        hist0 = _select_histogram(port)
-        sample = httpx.post(f"http://127.0.0.1:{port}/v1/select", timeout=10, json={
-            "context": {"article_id": arts[0]}, "candidates": ads[:args.candidates]}).content
-        before["decisions"] += 1  # that sample
+        # per-process metrics: with several workers /metrics comes from whichever one answers
+        hist0 = _select_histogram(port) if args.workers == 1 else None
         load_before = os.getloadavg()
         cpu0 = _cpu_seconds(proc.pid, tree=True)
         res = _run(load(port, ads, arts, args.rate, seconds, args.candidates, args.click_rate,
@@ -354,10 +360,11 @@ def main() -> int:
         after = httpx.get(f"http://127.0.0.1:{port}/v1/arms", timeout=10).json()["totals"]
         # the server's own handling time (from its /metrics): what the client measured beyond it is
         # queueing, the network stack and the client
-        hist = {le: c - hist0.get(le, 0) for le, c in _select_histogram(port).items()}
-        total = max(hist.values(), default=0) or 1
-        res["server_handling_share_within_ms"] = {f"{le * 1e3:g}": round(c / total, 4) for le, c in hist.items()
-                                                  if le <= 0.05}
+        if hist0 is not None:
+            hist = {le: c - hist0.get(le, 0) for le, c in _select_histogram(port).items()}
+            total = hist.get(math.inf) or 1
+            res["server_handling_share_within_ms"] = {f"{le * 1e3:g}": round(c / total, 4)
+                                                      for le, c in hist.items() if le <= 0.05}
         res["clicks_counted"] = after["clicks"] - before["clicks"]
         res["decisions_logged"] = after["decisions"] - before["decisions"]
         res["exact"] = (res["clicks_counted"] == res["clicks_sent"] and res["decisions_logged"] == res["requests"])

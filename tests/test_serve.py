@@ -500,20 +500,25 @@ def test_plain_select_shape_and_model_validated_shape_answer_alike(client):
     assert r.status_code == 422
 
 
-def test_an_unexpected_failure_is_a_json_500_on_both_select_routes_and_the_service_goes_on(trained):
+def test_an_unexpected_failure_is_a_json_500_on_both_select_routes_and_the_service_goes_on(trained, caplog):
     ws, svc = _service(trained)
     try:
-        with TestClient(create_app(svc), raise_server_exceptions=False) as c:
-            real = svc.select
+        with TestClient(create_app(svc)) as c:  # raise_server_exceptions: nothing may escape the app
+            real, real_arms = svc.select, svc.arms
 
             def broken(*a, **k):
                 raise RuntimeError("boom")
 
-            svc.select = broken
-            for cands in (["ad01", "ad02"], [{"id": "ad01"}, "ad02"]):  # lean path, FastAPI route
-                r = c.post("/v1/select", json={"context": {"article_id": "art01"}, "candidates": cands})
-                assert r.status_code == 500 and r.json() == {"detail": "Internal Server Error"}, r.text
-            svc.select = real
+            svc.select = svc.arms = broken
+            with caplog.at_level("ERROR", logger="adlens.serve.app"):
+                for cands in (["ad01", "ad02"], [{"id": "ad01"}, "ad02"]):  # lean path, FastAPI route
+                    r = c.post("/v1/select", json={"context": {"article_id": "art01"}, "candidates": cands})
+                    assert r.status_code == 500 and r.json() == {"detail": "Internal Server Error"}, r.text
+                r = c.get("/v1/arms")
+                assert r.status_code == 500 and r.json() == {"detail": "Internal Server Error"}
+            boom = [rec for rec in caplog.records if rec.exc_info and "boom" in str(rec.exc_info[1])]
+            assert len(boom) == 3  # each failure logged once, with its traceback
+            svc.select, svc.arms = real, real_arms
             r = c.post("/v1/select", json={"context": {"article_id": "art01"}, "candidates": ["ad01", "ad02"]})
             assert r.status_code == 200 and r.json()["chosen"] in ("ad01", "ad02")
             m = c.get("/metrics").text

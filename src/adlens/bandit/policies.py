@@ -408,7 +408,7 @@ def _pool() -> tuple[np.ndarray, np.ndarray]:
 def _std_draws(rng: np.random.Generator, k: int, n: int, kind: int) -> np.ndarray:
     """(k, n) standard normals (kind 0, clipped) or exponentials (kind 1), float32, read-only."""
     m = n * k
-    if m > _POOL_SIZE // 4:  # too large for the table: fresh draws
+    if m > _POOL_SIZE // 2:  # too large for the table: fresh draws (2K x n: K > 65 arms at n = 1000)
         if kind == 0:
             return np.maximum(rng.standard_normal((k, n), dtype=np.float32), np.float32(_Z_CLIP))
         return rng.standard_exponential((k, n), dtype=np.float32)

@@ -96,7 +96,11 @@ class FeedbackRequest(BaseModel):
 class _GuardedApp(FastAPI):
     """FastAPI with the guard as the outermost ASGI layer: the lean ``/v1/select`` answers before
     Starlette's middleware stack (error, body-limit and telemetry layers, router) is entered --
-    ~0.1-0.2 ms of CPU per request at 200 req/s. Every other request goes on to FastAPI as usual."""
+    ~0.1-0.2 ms of CPU per request at 200 req/s. Every other request goes on to FastAPI as usual.
+
+    Consequences to know: middleware added later with ``add_middleware`` (CORS, tracing) runs
+    *inside* the guard, so the lean select and the guard's own 401/411/413/500 answers skip it;
+    FastAPI's OpenTelemetry wrapper does not see them either."""
 
     guarded: Callable | None = None
 
@@ -233,34 +237,35 @@ def create_app(service: Service, on_shutdown: Callable[[], None] | None = None) 
                 await send(msg)
 
             try:
-                if n is not None and (not n.isdigit() or int(n) > limit):
-                    await JSONResponse({"detail": f"request body larger than {limit} bytes"}, status_code=413)(scope, receive, send_)
-                elif scope["method"] == "POST" and n is None:
-                    await JSONResponse({"detail": "send a Content-Length (chunked bodies are not accepted)"},
-                                       status_code=411)(scope, receive, send_)
-                elif route not in OPEN_PATHS and not key_ok(headers):
-                    await JSONResponse({"detail": "missing or invalid API key (X-API-Key or Authorization: Bearer)"},
-                                       status_code=401)(scope, receive, send_)
-                elif route == "/v1/select" and scope["method"] == "POST":
-                    body = await _read_body(receive)
-                    try:
-                        done = await lean_select(body, send_)
-                    except Exception:  # what ServerErrorMiddleware does for the routes behind it
-                        log.exception("POST /v1/select failed")
-                        if status["code"] is not None:  # the answer had started: nothing more can be sent
-                            raise
-                        await _send_json(send_, 500, {"detail": "Internal Server Error"})
-                        done = True
-                    if not done:  # anything but the plain shape: the FastAPI route
-                        await inner(scope, _replay(body, receive), send_)
-                else:
-                    await inner(scope, receive, send_)
+                await dispatch(scope, receive, send_, inner, route, headers, n)
+            except Exception:  # a bug (here or in a route): logged once, answered as JSON if still possible
+                log.exception("%s %s failed", scope["method"], route)
+                if status["code"] is None:
+                    await _send_json(send_, 500, {"detail": "Internal Server Error"})
+                # else the answer had started (FastAPI's error layer sends its 500 and re-raises):
+                # nothing more can be sent; uvicorn closes the connection if it was left incomplete
             finally:  # counted whatever happened, 500s included
                 label = route if route in ROUTES else "other"  # bounded label set, whatever clients send
                 count, latency = metrics.children(label, status["code"] or 500)
                 count.inc()
                 latency.observe(time.perf_counter() - t0)
         return asgi
+
+    async def dispatch(scope, receive, send_, inner, route, headers, n) -> None:
+        if n is not None and (not n.isdigit() or int(n) > limit):
+            await JSONResponse({"detail": f"request body larger than {limit} bytes"}, status_code=413)(scope, receive, send_)
+        elif scope["method"] == "POST" and n is None:
+            await JSONResponse({"detail": "send a Content-Length (chunked bodies are not accepted)"},
+                               status_code=411)(scope, receive, send_)
+        elif route not in OPEN_PATHS and not key_ok(headers):
+            await JSONResponse({"detail": "missing or invalid API key (X-API-Key or Authorization: Bearer)"},
+                               status_code=401)(scope, receive, send_)
+        elif route == "/v1/select" and scope["method"] == "POST":
+            body = await _read_body(receive)
+            if not await lean_select(body, send_):  # anything but the plain shape: the FastAPI route
+                await inner(scope, _replay(body, receive), send_)
+        else:
+            await inner(scope, receive, send_)
 
     async def lean_select(body: bytes, send) -> bool:
         """``/v1/select`` for the plain request shape -- ``{"context": {"article_id": ID} or {"text": T},
@@ -303,7 +308,7 @@ def create_app(service: Service, on_shutdown: Callable[[], None] | None = None) 
     for exc_type, code in ERROR_STATUS:
         app.add_exception_handler(exc_type, error(code))
 
-    @app.exception_handler(Exception)  # a bug, not bad input: JSON like every other error (and logged)
+    @app.exception_handler(Exception)  # a bug, not bad input: JSON like every other error (the guard logs it)
     async def internal(_request: Request, _exc: Exception):
         return JSONResponse({"detail": "Internal Server Error"}, status_code=500)
 
