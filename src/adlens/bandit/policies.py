@@ -440,10 +440,9 @@ def _beta_draws(alpha: np.ndarray, beta: np.ndarray, n: int, rng: np.random.Gene
     m = int(np.count_nonzero(small))
     # arms with shape < 1 first, so that their U^(1/a) boost is one in-place pass over a row block
     order = np.argsort(~small, kind="stable") if 0 < m < k else None
-    a, b = (alpha, beta) if order is None else (alpha[order], beta[order])
+    a, b, boost = (alpha, beta, small) if order is None else (alpha[order], beta[order], small[order])
     # both Gamma draws of every arm in one (2K, n) pass
-    g = _gamma_wh(np.concatenate([np.where(small if order is None else np.arange(k) < m, a + 1.0, a), b]),
-                  _std_draws(rng, 2 * k, n, 0))
+    g = _gamma_wh(np.concatenate([np.where(boost, a + 1.0, a), b]), _std_draws(rng, 2 * k, n, 0))
     ga, gb = g[:k], g[k:]
     if m:
         e = _std_draws(rng, m, n, 1) * (-1.0 / a[:m]).astype(np.float32)[:, None]
