@@ -85,6 +85,11 @@ def _ids(ws_path: Path) -> tuple[list[str], list[str]]:
     return ads, arts
 
 
+def _quantile(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(p * len(s)))] if s else 0.0
+
+
 def _run(coro, loop: str = "uvloop"):
     """Run the generator on uvloop when it is installed (uvicorn[standard] brings it; the server's
     loop too), else on asyncio's default loop; ``loop="asyncio"`` forces the default one."""
@@ -178,15 +183,18 @@ async def load(port: int, ads: list[str], arts: list[str], rate: float, seconds:
     # One producer starts each request at its time (not n sleeping tasks created up front), and the
     # generator's own GC is off during the run: the client must not add pauses of its own.
     tasks = []
+    late: list[float] = []
     cpu0 = time.process_time()
     t0 = time.perf_counter() + 0.2
     gc.disable()
     try:
         for i in range(n):
-            delay = t0 + i / rate - time.perf_counter()
+            when = t0 + i / rate
+            delay = when - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.ensure_future(one(i, t0 + i / rate)))
+            late.append(time.perf_counter() - when)  # the generator's own timer slop, counted in lat too
+            tasks.append(asyncio.ensure_future(one(i, when)))
         await asyncio.gather(*tasks)
     finally:
         gc.enable()
@@ -202,7 +210,10 @@ async def load(port: int, ads: list[str], arts: list[str], rate: float, seconds:
             "p50_ms": round(q(0.50), 3), "p90_ms": round(q(0.90), 3), "p99_ms": round(q(0.99), 3),
             "max_ms": round(lat[-1], 3), "mean_ms": round(statistics.fmean(lat), 3),
             "clicks_sent": len(sent_clicks), "click_retries_sent": retries,
-            "client_cpu_ms_per_request": round(client_cpu * 1e3 / max(1, n), 3)}
+            "client_cpu_ms_per_request": round(client_cpu * 1e3 / max(1, n), 3),
+            # how late the generator itself started requests (its timer and scheduling): part of every latency above
+            "generator_late_ms": {"p50": round(_quantile(late, 0.50) * 1e3, 3), "p99": round(_quantile(late, 0.99) * 1e3, 3),
+                                  "max": round(max(late, default=0.0) * 1e3, 3)}}
 
 
 def in_process_baseline(ws_path: Path, ads: list[str], arts: list[str], k: int, n: int, policy: str, seed: int) -> dict:

@@ -156,14 +156,19 @@ def run_finetune(paths, train, test, y_tr, y_te, args) -> list[dict]:
     print(f"|   fine-tuning recipe: {recipe} -> {out_dir} | | | | | | |", flush=True)
     finetune_backbone(px, y_tr, out_dir, random_state=args.seed, progress=progress, **recipe)
     fit_s = time.perf_counter() - t
-    emb = TunedEfficientNet(out_dir, output="embedding")
+    # 224 px without flip: the three outputs of the network as trained (and the projection row below)
+    emb = TunedEfficientNet(out_dir, output="embedding", input_size=224, tta_flip=False)
     Z = emb.embed_files([paths[i] for i in test]).vectors
     out = [score(f"tuned backbone / {o}", emb.transform_features(Z, o), y_te, fit_s=fit_s, k=args.k)
            for o in ("embedding", "posterior", "hybrid")]
-    hyb = TunedEfficientNet(out_dir).embed_files([paths[i] for i in test]).vectors  # the product path
-    out.append(score("tuned backbone / hybrid (embed_files)", hyb, y_te, fit_s=fit_s, k=args.k))
-    flip = TunedEfficientNet(out_dir, tta_flip=True).embed_files([paths[i] for i in test]).vectors
-    out.append(score("tuned backbone / hybrid + flip", flip, y_te, fit_s=fit_s, k=args.k))
+    flip = TunedEfficientNet(out_dir, input_size=224, tta_flip=True).embed_files([paths[i] for i in test]).vectors
+    out.append(score("tuned backbone / hybrid + flip, 224 px", flip, y_te, fit_s=fit_s, k=args.k))
+    # the product path: TunedEfficientNet's defaults (256 px + flip)
+    hyb = TunedEfficientNet(out_dir).embed_files([paths[i] for i in test]).vectors
+    out.append(score("tuned backbone / default (256 px + flip)", hyb, y_te, fit_s=fit_s, k=args.k))
+    for size in args.infer_sizes:  # the tuned network applied at other input sizes
+        v = TunedEfficientNet(out_dir, tta_flip=True, input_size=size).embed_files([paths[i] for i in test]).vectors
+        out.append(score(f"tuned backbone / hybrid + flip, {size} px", v, y_te, fit_s=fit_s, k=args.k))
     Ztr = emb.embed_files([paths[i] for i in train]).vectors
     proj = CatalogProjection(random_state=args.seed).fit(Ztr, y_tr)
     out.append(score("tuned backbone + mlp / hybrid", proj.transform(Z), y_te, fit_s=fit_s, k=args.k))
@@ -185,6 +190,8 @@ def main(argv=None) -> int:
                     help="where the tuned model goes (resumable; default ~/.cache/adlens/clothing-tuned-seed<seed>)")
     ap.add_argument("--recipe", nargs="*", default=[], metavar="KEY=VALUE",
                     help="fine-tuning recipe overrides (finetune_backbone keywords, JSON values)")
+    ap.add_argument("--infer-sizes", type=int, nargs="*", default=[],
+                    help="also score the tuned backbone (hybrid + flip) at these input sizes (px, multiples of 32)")
     ap.add_argument("--validate", action="store_true",
                     help="fit on 75%% of the train half, score on the other 25%%; nothing is scored on the test half")
     ap.add_argument("--val-frac", type=float, default=0.25, help="share of the train half held out with --validate")

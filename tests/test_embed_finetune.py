@@ -69,11 +69,25 @@ def test_tuned_vectors_follow_the_labels(tuned):
 
 def test_outputs_are_consistent(tuned):
     out, imgs, _, _ = tuned
-    emb = TunedEfficientNet(out, output="embedding")
+    emb = TunedEfficientNet(out, output="embedding", tta_flip=False)
     z = emb.embed_images(list(imgs[:4]))
-    np.testing.assert_allclose(emb.transform_features(z, "hybrid"), TunedEfficientNet(out).embed_images(list(imgs[:4])), atol=1e-5)
+    np.testing.assert_allclose(emb.transform_features(z, "hybrid"),
+                               TunedEfficientNet(out, tta_flip=False).embed_images(list(imgs[:4])), atol=1e-5)
     assert TunedEfficientNet(out, output="posterior").dim == 2
     assert len({TunedEfficientNet(out, output=o).model_id for o in ("embedding", "posterior", "hybrid")}) == 3
+
+
+def test_default_inference_is_256_px_averaged_with_the_mirror_image(tuned):
+    out, imgs, _, _ = tuned
+    emb = TunedEfficientNet(out)
+    assert emb.input_size == 256 and emb.tta_flip and emb.model_id.endswith("/pad256/flip")
+    plain = TunedEfficientNet(out, tta_flip=False)  # 256 px, one view
+    px = np.stack([plain._pixels(im) for im in imgs[:4]])
+    both = plain.embed_pixels(px) + plain.embed_pixels(np.ascontiguousarray(px[:, :, ::-1]))
+    expect = both / np.linalg.norm(both, axis=1, keepdims=True)
+    np.testing.assert_allclose(emb.embed_images(list(imgs[:4])), expect, atol=1e-5)
+    fast = TunedEfficientNet(out, input_size=224, tta_flip=False)
+    assert fast.model_id.endswith("/pad224") and len({emb.model_id, plain.model_id, fast.model_id}) == 3
 
 
 def test_finetune_resumes_from_its_checkpoint(tuned, tmp_path):
