@@ -272,7 +272,7 @@ def normalise_quality(score_1_10: Any) -> np.ndarray:
         [0.0, 0.5, 1.0, 1.0, nan]
     """
     s = np.asarray(score_1_10, dtype=float)
-    return np.clip((s - 1.0) / 9.0, 0.0, 1.0)  # np.clip keeps NaN
+    return np.minimum(np.maximum((s - 1.0) / 9.0, 0.0), 1.0)  # keeps NaN, like np.clip (~5x cheaper on 20 values)
 
 
 def novelty_from_impressions(impressions: Any, scale: float = 1000.0) -> np.ndarray:

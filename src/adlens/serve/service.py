@@ -368,7 +368,7 @@ class Service:
         with self._lock:
             imp, clk = self._counts(ids)
             snap = ArmSnapshot(ids=tuple(ids), quality=quality, clicks=clk, impressions=imp,
-                               duplicate=duplicate_flags(groups, np.nan_to_num(quality, nan=0.5)),
+                               duplicate=duplicate_flags(groups, np.where(np.isnan(quality), 0.5, quality)),
                                brand_risk=np.array([risk.get(i, 0.0) for i in ids]))
             x_all = default_features(snap, self.config.prior) if self.contextual else None
             if x_all is not None:
