@@ -195,6 +195,8 @@ def main(argv=None) -> int:
     ap.add_argument("--validate", action="store_true",
                     help="fit on 75%% of the train half, score on the other 25%%; nothing is scored on the test half")
     ap.add_argument("--val-frac", type=float, default=0.25, help="share of the train half held out with --validate")
+    ap.add_argument("--val-seed", type=int, default=None,
+                    help="seed of the fit / validation split inside the train half (default --seed; the halves stay)")
     args = ap.parse_args(argv)
 
     labels_csv = args.data / "labels.csv"
@@ -221,9 +223,10 @@ def main(argv=None) -> int:
     train, test = stratified_halves(labels, args.seed)
     split = f"train {len(train)} / test {len(test)}"
     if args.validate:  # fit / validation inside the train half; the test half is left alone
-        fit, val = stratified_split(labels[train], 1 - args.val_frac, args.seed)
+        val_seed = args.seed if args.val_seed is None else args.val_seed  # another split, same halves
+        fit, val = stratified_split(labels[train], 1 - args.val_frac, val_seed)
         train, test = train[fit], train[val]
-        split = f"VALIDATION: fit {len(train)} / validation {len(test)}, both inside the train half"
+        split = f"VALIDATION: fit {len(train)} / validation {len(test)}, both inside the train half (split seed {val_seed})"
         if args.finetune and args.tune_dir is None:
             args.tune_dir = Path.home() / ".cache" / "adlens" / f"clothing-tuned-val-seed{args.seed}"
     y_tr, y_te = labels[train], labels[test]
