@@ -204,7 +204,9 @@ async def load(port: int, ads: list[str], arts: list[str], rate: float, seconds:
     while not pool.empty():
         pool.get_nowait().close()
     lat.sort()
-    q = (lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] if lat else None)
+    def q(p: float) -> float:
+        return _quantile(lat, p)
+
     return {"requests": n, "ok": len(lat) - sum(1 for e in errors if e.startswith("select ")),
             "errors": len(errors), "error_samples": errors[:5], "achieved_rps": round(n / wall, 1),
             "p50_ms": round(q(0.50), 3), "p90_ms": round(q(0.90), 3), "p99_ms": round(q(0.99), 3),
