@@ -29,7 +29,7 @@ split is exactly the one of the normal run), but nothing is fitted or scored on 
 changes go in with ``--recipe key=value`` (keyword arguments of ``finetune_backbone``).
 
 Usage: ``python benchmarks/eval_similar_clothing.py [--quick] [--seed 0] [--json out.json]
-[--finetune [--epochs 10] [--tune-dir DIR] [--recipe key=value ...]] [--no-hq] [--validate]``
+[--finetune [--epochs 15] [--tune-dir DIR] [--recipe key=value ...]] [--no-hq] [--validate]``
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--no-hq", action="store_true", help="skip the 256 px + flip variant")
     ap.add_argument("--finetune", action="store_true", help="also fine-tune the backbone on the train half")
-    ap.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs")
+    ap.add_argument("--epochs", type=int, default=15, help="fine-tuning epochs")
     ap.add_argument("--tune-dir", type=Path, default=None,
                     help="where the tuned model goes (resumable; default ~/.cache/adlens/clothing-tuned-seed<seed>)")
     ap.add_argument("--recipe", nargs="*", default=[], metavar="KEY=VALUE",

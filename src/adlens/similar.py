@@ -87,7 +87,7 @@ def load_tuned_embedder(ws: Workspace) -> Embedder | None:
     return get_embedder("efficientnet-lite0-tuned", path=path) if (path / "model.onnx").exists() else None
 
 
-def fit_tuned(ws: Workspace, epochs: int = 10, random_state: int = 0, progress=None) -> dict:
+def fit_tuned(ws: Workspace, epochs: int = 15, random_state: int = 0, progress=None) -> dict:
     """Fine-tune the backbone on the workspace's labelled products (resumable); saved in the workspace."""
     from adlens.embed.finetune import finetune_backbone, load_training_pixels
 
@@ -231,7 +231,7 @@ def evaluate_similar(
     random_state: int = 0,
     progress=None,
     finetune: bool = False,
-    epochs: int = 10,
+    epochs: int = 15,
     tune_dir: Path | str | None = None,
     tune_progress=None,
 ) -> dict:
