@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 for all)."),
         port: int = typer.Option(8000, "--port", min=1, max=65535),
         policy: str = typer.Option("thompson", "--policy",
-                                   help="thompson[:n_mc=1000] | ucb1[:alpha=1] | epsilon_greedy[:epsilon=0.1] | linucb[:alpha=1]"),
+                                   help="thompson[:n_mc=1000] | ucb1[:alpha=1] | epsilon_greedy[:epsilon=0.1] | linucb[:alpha=1,ridge=1]"),
         weights: Path = typer.Option(None, "--weights", help="JSON of composite weights (default: the workspace's "
                                                              "current ones from `adlens bandit reweight --apply`)."),
         model_version: str = typer.Option(None, "--model-version", help="Quality model (default: latest)."),
