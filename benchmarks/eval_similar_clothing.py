@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from adlens.embed.evaluate import pair_auc, retrieval_at_k
+from adlens.embed.finetune import TUNE_EPOCHS
 from adlens.embed.image import EfficientNetLite0, load_rgb
 from adlens.embed.projection import CatalogProjection
 
@@ -185,7 +186,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--no-hq", action="store_true", help="skip the 256 px + flip variant")
     ap.add_argument("--finetune", action="store_true", help="also fine-tune the backbone on the train half")
-    ap.add_argument("--epochs", type=int, default=15, help="fine-tuning epochs")
+    ap.add_argument("--epochs", type=int, default=TUNE_EPOCHS, help="fine-tuning epochs")
     ap.add_argument("--tune-dir", type=Path, default=None,
                     help="where the tuned model goes (resumable; default ~/.cache/adlens/clothing-tuned-seed<seed>)")
     ap.add_argument("--recipe", nargs="*", default=[], metavar="KEY=VALUE",

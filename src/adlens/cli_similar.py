@@ -9,6 +9,7 @@ import typer
 
 def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
     from adlens.cli import JsonOpt, WorkspaceOpt, _fail, _print_json, _progress, _workspace, out
+    from adlens.embed.finetune import TUNE_EPOCHS
     from adlens.errors import AdlensError
 
     @app.command()
@@ -74,7 +75,7 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
     def similar_fit(
         method: str = typer.Option("mlp", help="mlp | linear | lda"),
         finetune: bool = typer.Option(False, "--finetune", help="Fine-tune the whole backbone (slow; resumable)."),
-        epochs: int = typer.Option(15, help="Fine-tuning epochs."),
+        epochs: int = typer.Option(TUNE_EPOCHS, help="Fine-tuning epochs."),
         seed: int = typer.Option(0, help="Random seed."),
         workspace: Path = WorkspaceOpt,
         as_json: bool = JsonOpt,
@@ -99,7 +100,7 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
         k: int = typer.Option(10, "--k"),
         method: str = typer.Option("mlp", help="Learned similarity: mlp | linear | lda"),
         finetune: bool = typer.Option(False, "--finetune", help="Also fine-tune the backbone on --train (slow)."),
-        epochs: int = typer.Option(15, help="Fine-tuning epochs."),
+        epochs: int = typer.Option(TUNE_EPOCHS, help="Fine-tuning epochs."),
         tune_dir: Path = typer.Option(None, help="Keep the tuned model here (resumable)."),
         seed: int = typer.Option(0),
         as_json: bool = JsonOpt,

@@ -26,6 +26,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from adlens.embed.base import Embedder, get_embedder
+from adlens.embed.finetune import TUNE_EPOCHS
 from adlens.embed.jobs import DEFAULT_IMAGE_MODEL, embed_workspace
 from adlens.embed.projection import CatalogProjection
 from adlens.errors import InvalidInput
@@ -87,7 +88,7 @@ def load_tuned_embedder(ws: Workspace) -> Embedder | None:
     return get_embedder("efficientnet-lite0-tuned", path=path) if (path / "model.onnx").exists() else None
 
 
-def fit_tuned(ws: Workspace, epochs: int = 15, random_state: int = 0, progress=None) -> dict:
+def fit_tuned(ws: Workspace, epochs: int = TUNE_EPOCHS, random_state: int = 0, progress=None) -> dict:
     """Fine-tune the backbone on the workspace's labelled products (resumable); saved in the workspace."""
     from adlens.embed.finetune import finetune_backbone, load_training_pixels
 
@@ -231,7 +232,7 @@ def evaluate_similar(
     random_state: int = 0,
     progress=None,
     finetune: bool = False,
-    epochs: int = 15,
+    epochs: int = TUNE_EPOCHS,
     tune_dir: Path | str | None = None,
     tune_progress=None,
 ) -> dict:

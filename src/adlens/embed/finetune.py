@@ -130,6 +130,7 @@ SOURCE_SIZE = 256
 # Inference defaults of a tuned backbone, chosen on the validation split (module docs): the network
 # trained on 192 px crops is applied at 256 px to the padded square, averaged with the mirror image.
 TUNED_INPUT_SIZE = 256
+TUNE_EPOCHS = 15  # R4 (module docs); every default epochs of the CLI, the library and the benchmark
 TUNED_TTA_FLIP = True
 _FORMAT = "adlens.TunedEfficientNet/v1"
 
@@ -293,7 +294,7 @@ def finetune_backbone(
     labels: Sequence,
     out_dir: str | os.PathLike,
     *,
-    epochs: int = 15,
+    epochs: int = TUNE_EPOCHS,
     train_size: int = 192,
     freeze_blocks: int = 3,
     lr: float = 4e-4,
