@@ -40,6 +40,8 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from adlens.bandit import native_thompson
+
 __all__ = [
     "Weights",
     "Prior",
@@ -390,6 +392,8 @@ def _argmax_split(total: np.ndarray) -> np.ndarray:
 # still *exactly* the logged propensity, because the arm is sampled from the returned probabilities.
 # Arrays are laid out (K, n): per-arm constants broadcast down columns and the per-draw maximum is
 # a fast reduction over rows.
+# When the C kernel of :mod:`adlens.bandit.native_thompson` is available (a C compiler on the
+# machine, ADLENS_NATIVE not 0) the same draws are turned into win counts in one call instead.
 
 _POOL_SIZE = 1 << 18
 _Z_CLIP = -2.6
@@ -537,7 +541,13 @@ class ThompsonSampling:
             return _argmax_split(comps["total"]), comps
         if not isinstance(rng, np.random.Generator):  # an int seed or None
             rng = np.random.default_rng(rng)
-        draws = _beta_draws(a, b, int(self.n_mc), rng, exact=self.exact)
+        n = int(self.n_mc)
+        if not self.exact and native_thompson.available():  # same draws, one C call (its docs)
+            z = _std_draws(rng, 2 * k, n, 0)
+            m = int(np.count_nonzero(a < 1.0))
+            wins = native_thompson.win_counts(a, b, z, _std_draws(rng, m, n, 1) if m else None, s, terms["_fixed"])
+            return wins / wins.sum(), comps
+        draws = _beta_draws(a, b, n, rng, exact=self.exact)
         return _win_frequencies(draws, s, terms["_fixed"]), comps
 
 

@@ -31,15 +31,13 @@ Example::
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import os
-import subprocess
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from adlens import native
 
 __all__ = ["FastScorer", "compile_c_backend"]
 
@@ -79,10 +77,6 @@ void adlens_predict(const adlens_forest* m, const float* X, int n, float* out) {
     }
 }
 """
-
-_CFLAGS = ("-O3", "-fPIC", "-shared")
-_LIB_CACHE: dict[str, Any] = {}
-
 
 class _Forest(ctypes.Structure):
     _fields_ = [("n_trees", ctypes.c_int), ("depth", ctypes.c_int), ("n_features", ctypes.c_int),
@@ -134,37 +128,10 @@ def _pad_trees(roots, left, right, feat, cond, dleft):
     return D, F, C, DL, LV
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("ADLENS_CACHE_DIR", Path.home() / ".cache" / "adlens")) / "fasttree"
-
-
 def compile_c_backend() -> ctypes.CDLL | None:
     """Compile (once per source version, cached on disk) and load the C evaluator; None if no compiler."""
-    key = hashlib.sha1((_C_SRC + " ".join(_CFLAGS)).encode()).hexdigest()[:12]
-    if key in _LIB_CACHE:
-        return _LIB_CACHE[key]
-    so = _cache_dir() / f"adlens_fasttree_{key}.so"
-    lib = None
-    try:
-        if not so.exists():
-            so.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory() as td:
-                src = Path(td) / "t.c"
-                src.write_text(_C_SRC)
-                tmp_so = so.parent / f".{so.name}.{os.getpid()}.tmp"
-                cc = os.environ.get("CC", "cc")
-                subprocess.run([cc, *_CFLAGS, "-o", str(tmp_so), str(src)],
-                               check=True, capture_output=True, timeout=60)
-                os.replace(tmp_so, so)
-        lib = ctypes.CDLL(str(so))
-        f = lib.adlens_predict
-        P = ctypes.c_void_p
-        f.argtypes = [P, P, ctypes.c_int, P]
-        f.restype = None
-    except (OSError, subprocess.SubprocessError):
-        lib = None
-    _LIB_CACHE[key] = lib
-    return lib
+    P = ctypes.c_void_p
+    return native.load("fasttree", _C_SRC, {"adlens_predict": ([P, P, ctypes.c_int, P], None)})
 
 
 def _parse_base_score(v: Any) -> float:

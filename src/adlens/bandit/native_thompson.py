@@ -1,0 +1,150 @@
+"""Thompson-sampling win counts in C: the serving hot path of :class:`~adlens.bandit.policies.ThompsonSampling`.
+
+The numpy path (``policies._beta_draws`` + ``policies._win_frequencies``) makes ~15 array passes and
+ufunc calls over a (2K, n) float32 block per decision: ~0.25 ms for 20 arms x 1,000 draws when the
+caches are warm, much more right after the idle gap between two requests. This kernel does the same
+arithmetic in one call, on the same pooled normal / exponential variates (so the caller's random
+generator is consumed identically): Wilson-Hilferty Gamma draws, the ``U^(1/a)`` boost of shapes < 1
+(arms with shape < 1 take the first rows of the window, in arm order, like the numpy path), the
+Beta ratio, ``scale * draw + fixed``, and per draw the arms equal to the maximum (ties count for
+every tied arm). Every step is the numpy path's float32 operation in the same order, built with
+``-ffp-contract=off`` (see :mod:`adlens.native`): without shape < 1 arms the counts are identical;
+with them ``expf`` may differ from numpy's SIMD ``exp`` in the last bit (tested both ways).
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+
+from adlens import native
+
+__all__ = ["available", "win_counts"]
+
+_SRC = r"""
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+/* Gamma(shape) ~= shape * (1 - 1/(9 shape) + z / (3 sqrt shape))^3, with shape^(1/3) folded in. */
+static void wh_coef(double shape, float* c1, float* c0) {
+    double c = cbrt(shape);
+    *c1 = (float)(c / (3.0 * sqrt(shape)));
+    *c0 = (float)(c * (1.0 - 1.0 / (9.0 * shape)));
+}
+
+/* z: (2K, n) normals; rows 0..K-1 the alpha draws, K..2K-1 the beta draws of the arms in "window
+   order" (arms with alpha < 1 first, then the rest, each group in arm order). e: (m, n) exponentials
+   for the m arms with alpha < 1, in window order. Returns 0, or -1 if out of memory. */
+int adlens_thompson_wins(int K, int n, const double* alpha, const double* beta, const float* z,
+                         const float* e, double scale, const double* fixed, int64_t* wins) {
+    float* tot = (float*)malloc(sizeof(float) * (size_t)K * (size_t)n);
+    float* best = (float*)malloc(sizeof(float) * (size_t)n);
+    if (!tot || !best) { free(tot); free(best); return -1; }
+    const float s = (float)scale;
+    int r = 0, re = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int k = 0; k < K; k++) {
+            const int small = alpha[k] < 1.0;
+            if (small != (pass == 0)) continue;
+            float a1, a0, b1, b0;
+            wh_coef(small ? alpha[k] + 1.0 : alpha[k], &a1, &a0);
+            wh_coef(beta[k], &b1, &b0);
+            const float* za = z + (size_t)r * n;
+            const float* zb = z + (size_t)(K + r) * n;
+            float* t = tot + (size_t)k * n;
+            const float fx = (float)fixed[k];
+            if (small) {
+                const float* er = e + (size_t)re * n;
+                const float inv = (float)(-1.0 / alpha[k]);
+                for (int j = 0; j < n; j++) {
+                    float u = za[j] * a1; u = u + a0;
+                    float ga = u * u; ga = ga * u;
+                    float x = er[j] * inv;
+                    ga = ga * expf(x);
+                    float v = zb[j] * b1; v = v + b0;
+                    float gb = v * v; gb = gb * v;
+                    gb = gb + ga;
+                    float d = ga / gb; d = d * s;
+                    t[j] = d + fx;
+                }
+                re++;
+            } else {
+                for (int j = 0; j < n; j++) {
+                    float u = za[j] * a1; u = u + a0;
+                    float ga = u * u; ga = ga * u;
+                    float v = zb[j] * b1; v = v + b0;
+                    float gb = v * v; gb = gb * v;
+                    gb = gb + ga;
+                    float d = ga / gb; d = d * s;
+                    t[j] = d + fx;
+                }
+            }
+            r++;
+        }
+    }
+    for (int j = 0; j < n; j++) best[j] = tot[j];
+    for (int k = 1; k < K; k++) {
+        const float* t = tot + (size_t)k * n;
+        for (int j = 0; j < n; j++) best[j] = t[j] > best[j] ? t[j] : best[j];
+    }
+    for (int k = 0; k < K; k++) {
+        const float* t = tot + (size_t)k * n;
+        int64_t c = 0;
+        for (int j = 0; j < n; j++) c += t[j] == best[j];
+        wins[k] = c;
+    }
+    free(tot); free(best);
+    return 0;
+}
+"""
+
+_P = ctypes.c_void_p
+_lib: ctypes.CDLL | None | bool = False  # False = not tried yet
+
+
+def _load() -> ctypes.CDLL | None:
+    global _lib
+    if _lib is False:
+        _lib = native.load("thompson", _SRC, {"adlens_thompson_wins": (
+            [ctypes.c_int, ctypes.c_int, _P, _P, _P, _P, ctypes.c_double, _P, _P], ctypes.c_int)}, libs=("-lm",))
+    return _lib
+
+
+def available() -> bool:
+    """True if the kernel compiled (or was cached) and loaded."""
+    return _load() is not None
+
+
+def win_counts(alpha: np.ndarray, beta: np.ndarray, z: np.ndarray, e: np.ndarray | None, scale: float,
+               fixed: np.ndarray) -> np.ndarray:
+    """Per-arm count of the n draws an arm wins (ties count for each tied arm); shape (K,) int64.
+
+    ``alpha``, ``beta``, ``fixed``: (K,) float64 (alpha, beta > 0); ``z``: (2K, n) float32 normals
+    clipped so that every Wilson-Hilferty cube is positive; ``e``: (m, n) float32 exponentials for
+    the m arms with alpha < 1 (None if m = 0). The row layout is the numpy path's (module docs).
+    """
+    lib = _load()
+    if lib is None:
+        raise RuntimeError("the Thompson C kernel is not available (no C compiler); use the numpy path")
+    alpha = np.ascontiguousarray(alpha, np.float64)
+    beta = np.ascontiguousarray(beta, np.float64)
+    fixed = np.ascontiguousarray(fixed, np.float64)
+    k = alpha.shape[0]
+    z = np.ascontiguousarray(z, np.float32)
+    if beta.shape != (k,) or fixed.shape != (k,) or z.ndim != 2 or z.shape[0] != 2 * k:
+        raise ValueError(f"win_counts: shapes do not match K={k}: beta {beta.shape}, fixed {fixed.shape}, z {z.shape}")
+    n = z.shape[1]
+    m = int(np.count_nonzero(alpha < 1.0))
+    if m:
+        if e is None or np.shape(e) != (m, n):
+            raise ValueError(f"win_counts: e must have shape ({m}, {n}) for the {m} arms with alpha < 1, "
+                             f"got {None if e is None else np.shape(e)}")
+        e = np.ascontiguousarray(e, np.float32)
+    wins = np.empty(k, np.int64)
+    rc = lib.adlens_thompson_wins(k, n, alpha.ctypes.data, beta.ctypes.data, z.ctypes.data,
+                                  e.ctypes.data if m else None, float(scale), fixed.ctypes.data, wins.ctypes.data)
+    if rc != 0:
+        raise MemoryError(f"win_counts: could not allocate {k} x {n} floats")
+    return wins
