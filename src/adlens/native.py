@@ -10,6 +10,8 @@ None and callers use their numpy paths (same results; see each kernel's docs for
 Flags: ``-O3`` without ``-march=native`` (the cache may be shared between machines) and with
 ``-ffp-contract=off``, so that ``a * b + c`` is rounded twice like numpy's float32 ufuncs (no fused
 multiply-add on CPUs that have one): the kernels give the numpy paths' float32 results.
+``-fno-trapping-math`` lets the compiler vectorise loops with float comparisons (it changes no
+result; adlens never reads floating-point exception flags).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 __all__ = ["CFLAGS", "cache_dir", "load"]
 
-CFLAGS = ("-O3", "-fPIC", "-shared", "-ffp-contract=off")
+CFLAGS = ("-O3", "-fPIC", "-shared", "-ffp-contract=off", "-fno-trapping-math")
 _LOADED: dict[str, Any] = {}
 
 
