@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -122,6 +123,16 @@ class BanditStore:
     def __init__(self, engine: sa.Engine):
         self.engine = engine
         self._dt_bind = None
+        # the raw connection the SQLite decision writes keep (see _record_decisions_sqlite)
+        self._raw = None
+        self._raw_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Return the kept decision-writer connection to the engine's pool (the store stays usable)."""
+        with self._raw_lock:
+            if self._raw is not None:
+                self._raw.close()
+                self._raw = None
 
     # ------------------------------------------------------------------ arms
     def arms(self, ids: Sequence[str] | None = None) -> dict[str, ArmCounts]:
@@ -204,20 +215,23 @@ class BanditStore:
             statements.append((_SQLITE_NEW_ARM, [(a, q, t, t) for a, q in qual.items()]))
         if imp:
             statements.append((_SQLITE_COUNT_IMPRESSION, [(dt(i["now"]), i["arm"]) for i in imp]))
-        raw = self.engine.raw_connection()
-        try:
-            cur = raw.cursor()
-            for sql, params in statements:
-                try:
-                    cur.executemany(sql, params)
-                except self.engine.dialect.dbapi.Error as e:
-                    raise sa.exc.DBAPIError.instance(sql, params[:1], e, self.engine.dialect.dbapi.Error) from e
-            raw.commit()
-        except BaseException:
-            raw.rollback()
-            raise
-        finally:
-            raw.close()  # back to the pool
+        # One pooled connection is checked out on first use and kept (close() returns it): checking
+        # one out and back in per decision cost ~0.1 ms, a tenth of an in-process select.
+        with self._raw_lock:
+            if self._raw is None:
+                self._raw = self.engine.raw_connection()
+            raw = self._raw.driver_connection
+            try:
+                cur = raw.cursor()
+                for sql, params in statements:
+                    try:
+                        cur.executemany(sql, params)
+                    except self.engine.dialect.dbapi.Error as e:
+                        raise sa.exc.DBAPIError.instance(sql, params[:1], e, self.engine.dialect.dbapi.Error) from e
+                raw.commit()
+            except BaseException:
+                raw.rollback()
+                raise
 
     def _sqlite_datetime(self):
         if self._dt_bind is None:

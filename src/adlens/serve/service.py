@@ -441,6 +441,7 @@ class Service:
         """Stop the background checkpointer (after a last checkpoint) and release the writer engine."""
         if self._checkpointer is not None:
             self._checkpointer.stop()
+        self.store.close()
         if self._engine is not self.ws.engine:
             self._engine.dispose()
 
