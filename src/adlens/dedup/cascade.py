@@ -8,8 +8,14 @@ reported apart from hash matches.
 
 Default threshold (0.95): on the sample corpus the most similar pair of *different* creatives
 has cosine 0.949, so 0.95 keeps precision at 1.0 there; what it catches is measured in
-BENCHMARKS.md (``bench_cascade.py``). Re-layouts into another ad size (cosine ~0.55) are not
-caught by a global embedding; that needs region matching and is left open.
+BENCHMARKS.md (section "Similar products", the cascade paragraph). Different products in one
+banner template can reach 0.96 (``benchmarks/eval_relayout_clothing.py``: 4 of 720 such pairs
+at >= 0.95); raise the threshold where advertisers do that.
+
+Re-layouts into another ad size (cosine 0.30-0.68 to their original) are not caught. On real
+photos neither the global embedding nor ORB local-feature matching (with or without the OCR'd
+text masked) separates them from other products in the same template, so no rule is shipped
+for them.
 """
 
 from __future__ import annotations
