@@ -37,6 +37,7 @@ import numpy as np
 import orjson
 import sqlalchemy as sa
 
+from adlens.bandit import native_thompson
 from adlens.bandit.jobs import current_weights
 from adlens.bandit.policies import (
     ArmSnapshot,
@@ -44,6 +45,7 @@ from adlens.bandit.policies import (
     LinUCB,
     Prior,
     Selector,
+    ThompsonSampling,
     Weights,
     default_features,
     duplicate_flags,
@@ -106,6 +108,8 @@ class Service:
         self._engine, self._checkpointer = _writer_engine(ws.engine)
         self.store = BanditStore(self._engine)
         self.policy = policy_from_spec(self.config.policy)
+        if isinstance(self.policy, ThompsonSampling) and not self.policy.exact:
+            native_thompson.available()  # compile (or load) the kernel now, not in the first request
         self.weights = self.config.weights or current_weights(self.store)
         self.selector = Selector(self.policy, self.weights, self.config.prior, random_state=self.config.random_state)
         self._policy_json = json.dumps(self.policy.to_dict(), sort_keys=True)  # logged with every decision
