@@ -221,6 +221,39 @@ def test_record_decisions_is_one_transaction_all_or_none(engine):
     assert s.arms()["a"].impressions == 5
 
 
+def test_kept_writer_connection_recovers_from_a_failed_write_and_is_thread_safe(engine):
+    import threading
+
+    s = BanditStore(engine)
+    s.record_decisions([_record("d0")])
+    with pytest.raises(sa.exc.IntegrityError):
+        s.record_decisions([_record("n1"), _record("d0")])
+    s.record_decisions([_record("after")])  # the kept connection was rolled back, not left mid-transaction
+    assert s.decision("after") is not None and s.decision("n1") is None
+    errors = []
+
+    def write(t):
+        try:
+            for i in range(25):
+                s.record_decisions([_record(f"t{t}-{i}", chosen="ab"[i % 2])])
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    assert s.count()["decisions"] == 2 + 100
+    # i = 0..24: 13 "a" and 12 "b" per thread, plus d0 and "after" for "a"
+    assert s.arms()["a"].impressions == 2 + 4 * 13 and s.arms()["b"].impressions == 4 * 12
+    s.close()  # back to the pool; the store stays usable
+    s.record_decisions([_record("reopened")])
+    assert s.decision("reopened") is not None
+    s.close()
+
+
 def test_decision_record_validates_and_encodes():
     with pytest.raises(InvalidInput, match="propensity"):
         decision_record(decision_id="x", chosen="a", propensity=0.0, candidates=[], policy={}, weights={},
