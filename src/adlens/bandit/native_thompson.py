@@ -85,31 +85,22 @@ int adlens_thompson_wins(int K, int n, const double* alpha, const double* beta, 
             const float* zb = z + (size_t)(K + r) * n;
             float* t = tot + (size_t)k * n;
             const float fx = (float)fixed[k];
-            if (small) {
+            for (int j = 0; j < n; j++) {  /* Gamma(alpha) draws, or Gamma(alpha + 1) to boost */
+                float u = za[j] * a1; u = u + a0;
+                float g = u * u; t[j] = g * u;
+            }
+            if (small) {  /* Gamma(a) = Gamma(a + 1) * U^(1/a), U^(1/a) = exp(-E / a) */
                 const float* er = e + (size_t)re * n;
                 const float inv = (float)(-1.0 / alpha[k]);
-                for (int j = 0; j < n; j++) {
-                    float u = za[j] * a1; u = u + a0;
-                    float ga = u * u; ga = ga * u;
-                    float x = er[j] * inv;
-                    ga = ga * exp_nonpos(x);
-                    float v = zb[j] * b1; v = v + b0;
-                    float gb = v * v; gb = gb * v;
-                    gb = gb + ga;
-                    float d = ga / gb; d = d * s;
-                    t[j] = d + fx;
-                }
+                for (int j = 0; j < n; j++) { float x = er[j] * inv; t[j] = t[j] * exp_nonpos(x); }
                 re++;
-            } else {
-                for (int j = 0; j < n; j++) {
-                    float u = za[j] * a1; u = u + a0;
-                    float ga = u * u; ga = ga * u;
-                    float v = zb[j] * b1; v = v + b0;
-                    float gb = v * v; gb = gb * v;
-                    gb = gb + ga;
-                    float d = ga / gb; d = d * s;
-                    t[j] = d + fx;
-                }
+            }
+            for (int j = 0; j < n; j++) {  /* Beta = ga / (ga + gb), then scale * draw + fixed */
+                float v = zb[j] * b1; v = v + b0;
+                float gb = v * v; gb = gb * v;
+                gb = gb + t[j];
+                float d = t[j] / gb; d = d * s;
+                t[j] = d + fx;
             }
             r++;
         }
