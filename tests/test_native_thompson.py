@@ -38,6 +38,42 @@ def test_kernel_matches_numpy_path(small):
             np.testing.assert_array_equal(ref_counts.round().astype(np.int64), counts)
 
 
+def test_tiny_shapes_underflow_like_numpy():
+    """Shape 0.005 with no fixed terms: most boosted draws underflow to exactly 0 and tie; the
+    kernel's exp must underflow (and go subnormal) where numpy's does, not clamp."""
+    a, b = np.array([0.005, 0.005, 0.02]), np.array([0.995, 0.995, 3.0])
+    for seed in range(5):
+        ref, counts = _both(a, b, 1000, 12.0, np.zeros(3), seed)
+        d = P._beta_draws(a, b, 1000, np.random.default_rng(seed))
+        assert (d[:2] == 0).mean() > 0.3  # the case is real: many exact zeros
+        assert np.abs(ref * counts.sum() - counts).max() <= 1.0 + 1e-9
+
+
+def test_threads_loading_at_once_all_get_the_kernel(monkeypatch, tmp_path):
+    import threading
+
+    monkeypatch.setenv("ADLENS_CACHE_DIR", str(tmp_path))
+    src = "int adlens_two(void){return 2;}"
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(native.load("t_race", src, {}))) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 6 and all(g is not None and g is got[0] for g in got)
+    assert [p.name for p in (tmp_path / "t_race").iterdir()] == [f.name for f in (tmp_path / "t_race").glob("adlens_t_race_*.so")]
+
+
+def test_an_unknown_home_means_no_kernel_not_an_error(monkeypatch):
+    monkeypatch.delenv("ADLENS_CACHE_DIR", raising=False)
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(native.Path, "home", staticmethod(no_home))
+    assert native.load("t_nohome", "int adlens_three(void){return 3;}", {}) is None
+
+
 def test_ties_count_for_every_tied_arm_and_fixed_terms_dominate():
     a, b = np.array([2.0, 2.0, 2.0]), np.array([5.0, 5.0, 5.0])
     z = np.zeros((6, 10), np.float32)

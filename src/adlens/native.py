@@ -21,6 +21,8 @@ import hashlib
 import os
 import subprocess
 import tempfile
+import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +30,12 @@ __all__ = ["CFLAGS", "cache_dir", "load"]
 
 CFLAGS = ("-O3", "-fPIC", "-shared", "-ffp-contract=off", "-fno-trapping-math")
 _LOADED: dict[str, Any] = {}
+_LOCK = threading.Lock()
 
 
 def cache_dir(subdir: str) -> Path:
-    return Path(os.environ.get("ADLENS_CACHE_DIR", Path.home() / ".cache" / "adlens")) / subdir
+    root = os.environ.get("ADLENS_CACHE_DIR")
+    return (Path(root) if root else Path.home() / ".cache" / "adlens") / subdir
 
 
 def load(name: str, source: str, signatures: dict[str, tuple[list[Any], Any]], subdir: str | None = None,
@@ -41,27 +45,36 @@ def load(name: str, source: str, signatures: dict[str, tuple[list[Any], Any]], s
     if os.environ.get("ADLENS_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
         return None
     key = hashlib.sha1((source + " ".join(CFLAGS + libs)).encode()).hexdigest()[:12]
-    if key in _LOADED:
+    with _LOCK:  # one compile per process, even when threads ask at once
+        if key not in _LOADED:
+            _LOADED[key] = _build(name, source, signatures, subdir, libs, key)
         return _LOADED[key]
-    so = cache_dir(subdir or name) / f"adlens_{name}_{key}.so"
+
+
+def _build(name, source, signatures, subdir, libs, key) -> ctypes.CDLL | None:
     lib = None
     try:
+        so = cache_dir(subdir or name) / f"adlens_{name}_{key}.so"
         if not so.exists():
             so.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory() as td:
                 src = Path(td) / f"{name}.c"
                 src.write_text(source)
-                tmp_so = so.parent / f".{so.name}.{os.getpid()}.tmp"
+                # unique per process and call: processes sharing the cache race only on the rename
+                tmp_so = so.parent / f".{so.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
                 cc = os.environ.get("CC", "cc")
-                subprocess.run([cc, *CFLAGS, "-o", str(tmp_so), str(src), *libs],
-                               check=True, capture_output=True, timeout=60)
-                os.replace(tmp_so, so)
+                try:
+                    subprocess.run([cc, *CFLAGS, "-o", str(tmp_so), str(src), *libs],
+                                   check=True, capture_output=True, timeout=60)
+                    os.replace(tmp_so, so)
+                finally:
+                    tmp_so.unlink(missing_ok=True)  # a failed or timed-out compile leaves nothing
         lib = ctypes.CDLL(str(so))
         for fn, (argtypes, restype) in signatures.items():
             f = getattr(lib, fn)
             f.argtypes = argtypes
             f.restype = restype
-    except (OSError, subprocess.SubprocessError, AttributeError):
+    except (OSError, subprocess.SubprocessError, AttributeError, RuntimeError, KeyError):
+        # no compiler, a read-only or unknown home (Path.home() raises RuntimeError / KeyError), ...
         lib = None
-    _LOADED[key] = lib
     return lib

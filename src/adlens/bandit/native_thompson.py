@@ -11,8 +11,9 @@ every tied arm). Every step is the numpy path's float32 operation in the same or
 ``-ffp-contract=off`` (see :mod:`adlens.native`), so without shape < 1 arms the counts are
 identical. The boost's ``exp`` is a vectorisable polynomial (libm's scalar ``expf`` made the kernel
 slower than numpy whenever most arms have shape < 1, the usual case for arms with few clicks); it
-agrees with numpy's ``exp`` to ~1e-7, so a draw in which two arms are that close may go the other
-way (tested: at most one draw per arm differs).
+agrees with numpy's ``exp`` to ~1e-7, including the subnormal range and the underflow to 0 that arms
+with shape << 1 reach, so a draw in which two arms are that close may go the other way (tested: at
+most one draw per arm differs, also for shape 0.005 with zero fixed terms, where most draws are 0).
 """
 
 from __future__ import annotations
@@ -29,17 +30,15 @@ _SRC = r"""
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
-#if defined(__x86_64__) || defined(__i386__)
-#include <xmmintrin.h>
-#define ADLENS_FTZ 1
-#endif
 
 /* exp(x) for x <= 0 in plain float arithmetic that the compiler vectorises (libm's expf is a scalar
    call, ~15x slower here than the rest of a draw): x = n ln2 + r, |r| <= ln2 / 2, a degree-7 Taylor
-   polynomial for exp(r) (relative error < 1e-8 + rounding), 2^n from the exponent bits. Below -87
-   the result is exp(-87) ~ 1.6e-38 instead of a subnormal: a Gamma draw that small loses anyway. */
+   polynomial for exp(r) (relative error < 1e-8 + rounding), 2^n from exponent bits in two factors
+   so that results below FLT_MIN come out subnormal and below exp(-104) zero, as numpy's float32 exp
+   does: arms with shape << 1 produce such draws, and zeros tie. */
 static inline float exp_nonpos(float x) {
-    x = x < -87.0f ? -87.0f : x;
+    const int underflow = x < -104.0f;
+    x = underflow ? -104.0f : x;
     const int n = (int)(x * 1.44269504f - 0.5f);  /* truncation: the nearest integer for x <= 0 */
     const float fn = (float)n;
     float r = x - fn * 0.693145752f;  /* ln2 in two parts (Cody-Waite): r stays exact */
@@ -47,8 +46,11 @@ static inline float exp_nonpos(float x) {
     float p = 1.0f / 5040.0f;
     p = p * r + 1.0f / 720.0f; p = p * r + 1.0f / 120.0f; p = p * r + 1.0f / 24.0f;
     p = p * r + 1.0f / 6.0f; p = p * r + 0.5f; p = p * r + 1.0f; p = p * r + 1.0f;
-    union { int32_t i; float f; } two = { .i = (n + 127) << 23 };
-    return p * two.f;
+    const int n1 = n < -126 ? -126 : n;  /* 2^n = 2^n1 * 2^(n - n1), both normal floats */
+    union { int32_t i; float f; } a = { .i = (n1 + 127) << 23 }, b = { .i = (n - n1 + 127) << 23 };
+    p = p * a.f;
+    p = p * b.f;
+    return underflow ? 0.0f : p;
 }
 
 /* Gamma(shape) ~= shape * (1 - 1/(9 shape) + z / (3 sqrt shape))^3, with shape^(1/3) folded in. */
@@ -66,12 +68,6 @@ int adlens_thompson_wins(int K, int n, const double* alpha, const double* beta, 
     float* tot = (float*)malloc(sizeof(float) * (size_t)K * (size_t)n);
     float* best = (float*)malloc(sizeof(float) * (size_t)n);
     if (!tot || !best) { free(tot); free(best); return -1; }
-#ifdef ADLENS_FTZ
-    /* flush subnormals to zero for this call: arms with shape << 1 make tiny Gamma draws, and
-       subnormal arithmetic costs ~100 cycles an operation on x86 (it made the kernel 6x slower) */
-    const unsigned int csr = _mm_getcsr();
-    _mm_setcsr(csr | 0x8040);
-#endif
     const float s = (float)scale;
     int r = 0, re = 0;
     for (int pass = 0; pass < 2; pass++) {
@@ -117,9 +113,6 @@ int adlens_thompson_wins(int K, int n, const double* alpha, const double* beta, 
         wins[k] = c;
     }
     free(tot); free(best);
-#ifdef ADLENS_FTZ
-    _mm_setcsr(csr);
-#endif
     return 0;
 }
 """
