@@ -230,7 +230,11 @@ class BanditStore:
                         raise sa.exc.DBAPIError.instance(sql, params[:1], e, self.engine.dialect.dbapi.Error) from e
                 raw.commit()
             except BaseException:
-                raw.rollback()
+                try:
+                    raw.rollback()
+                finally:  # after a failure, back to the pool as before: the next write checks one out
+                    self._raw.close()
+                    self._raw = None
                 raise
 
     def _sqlite_datetime(self):
