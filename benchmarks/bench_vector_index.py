@@ -5,9 +5,16 @@ anisotropic spread: a few strong directions per cluster plus isotropic noise), s
 nearest neighbours are meaningful; queries come from the same distribution and are not in
 the index. Random isotropic vectors would be the worst case for approximate search.
 
-- exact (``IndexFlatIP``): 100k vectors at 1280-d (raw EfficientNet-Lite0 size), 256-d and
-  128-d (PCA-reduced sizes); one query at a time (latency) and a batch of queries
-  (throughput, ms per query).
+- exact: 100k vectors at 1280-d (raw EfficientNet-Lite0 size), 256-d and 128-d (PCA-reduced
+  sizes); one query at a time (latency) and a batch of queries (throughput, ms per query).
+  Single queries run alternately on FAISS's flat scan (``IndexFlatIP``, the baseline) and on
+  adlens's bounded exact scan (``adlens.index.bounded_scan``), and every answer is compared.
+  Besides the synthetic vectors, ``--data`` (default ``/work/shared/data/clothing``, skipped when
+  absent) gives a second set with the spectrum of real embeddings: the 2,605 real product photos
+  are embedded (EfficientNet-Lite0, ~40 s, cached under ``~/.cache/adlens/bench``), and 100k vectors
+  are drawn from a Gaussian with their mean and covariance, then normalised. How much the bounded
+  scan can skip depends on exactly this spectrum; the synthetic clusters have none (2,000 random
+  centres span all 1280 directions), a worst case for it.
 - approximate at 1M vectors, 128-d (the PCA-reduced size: 1M x 1280 floats would be 5 GB):
   IVF (nlist 4096, several nprobe) and HNSW (M 32, several efSearch): recall@10 against the
   exact top-10 of the same index, and latency. Build times are printed too.
@@ -16,7 +23,7 @@ Timings: FAISS OpenMP threads = cores; every latency is the median over queries 
 processes share this CPU).
 
 Usage: ``python benchmarks/bench_vector_index.py [--quick] [--n-exact 100000] [--n-approx 1000000]
-[--approx ivf,hnsw]``
+[--approx ivf,hnsw] [--data DIR] [--exact-only]``
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -58,6 +66,53 @@ def single_latencies(idx: VectorIndex, q: np.ndarray, k: int) -> list[float]:
     return ts
 
 
+def paired_latencies(plain: VectorIndex, fast: VectorIndex, q: np.ndarray, k: int):
+    """Single queries alternately on both indexes (the VM's speed drifts); answers compared."""
+    plain.search(q[:2], k)
+    t = time.perf_counter()
+    fast.search(q[:2], k)  # builds the codes
+    build = time.perf_counter() - t
+    tp, tf, same = [], [], 0
+    for i in range(len(q)):
+        order = (plain, fast) if i % 2 else (fast, plain)
+        out = {}
+        for idx in order:
+            t = time.perf_counter()
+            out[id(idx)] = idx.search(q[i : i + 1], k)
+            (tp if idx is plain else tf).append(time.perf_counter() - t)
+        (sp, ip), (sf, if_) = out[id(plain)], out[id(fast)]
+        same += bool(np.allclose(sp, sf, rtol=1e-5, atol=1e-5) and set(ip[0]) == set(if_[0]))
+    return tp, tf, same, build
+
+
+def real_spectrum(n: int, data: Path, seed: int) -> np.ndarray | None:
+    """n unit vectors from a Gaussian with the mean and covariance of real photo embeddings."""
+    cache = Path.home() / ".cache" / "adlens" / "bench" / "clothing_efficientnet_lite0.npy"
+    if cache.exists():
+        real = np.load(cache)
+    elif (data / "labels.csv").exists():
+        import csv
+
+        from adlens.embed.image import EfficientNetLite0
+
+        with open(data / "labels.csv", newline="") as f:
+            paths = [str(data / "images" / f"{r['image']}.jpg") for r in csv.DictReader(f)]
+        real = EfficientNetLite0().embed_files(paths).vectors.astype(np.float32)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cache, real)
+    else:
+        return None
+    real = real.astype(np.float64)
+    vals, vecs = np.linalg.eigh(np.cov(real.T))
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, real.shape[1]), np.float32)
+    for s in range(0, n, 20_000):
+        m = min(20_000, n - s)
+        z = real.mean(0) + (rng.standard_normal((m, len(vals))) * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
+        out[s : s + m] = z / np.linalg.norm(z, axis=1, keepdims=True)
+    return out
+
+
 def batch_ms(idx: VectorIndex, q: np.ndarray, k: int, repeats: int = 3) -> float:
     ts = []
     for _ in range(repeats):
@@ -81,6 +136,9 @@ def main(argv=None) -> int:
     ap.add_argument("--approx-dim", type=int, default=128)
     ap.add_argument("--approx", default="ivf,hnsw")
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--data", type=Path, default=Path("/work/shared/data/clothing"),
+                    help="real photos for the real-embedding-spectrum set (skipped when absent)")
+    ap.add_argument("--exact-only", action="store_true", help="stop after the exact-search table")
     args = ap.parse_args(argv)
     n_exact = args.n_exact or (20_000 if args.quick else 100_000)
     n_approx = args.n_approx or (100_000 if args.quick else 1_000_000)
@@ -91,17 +149,29 @@ def main(argv=None) -> int:
     print(f"{threads} FAISS threads; load average {os.getloadavg()}\n")
 
     print(f"## exact top-{k} among {n_exact:,} vectors\n")
-    print("| dim  | single query ms (median, p90) | batch of 200: ms/query | target |")
-    print("|-----:|------------------------------:|-----------------------:|-------:|")
-    for d in dims:
-        xb = embedding_like(n_exact, d, seed=1)
-        q = embedding_like(n_q, d, seed=2)
-        idx = VectorIndex(d, approx_threshold=None, num_threads=threads)
-        idx.add(xb)
-        ts = sorted(single_latencies(idx, q, k))
-        med, p90 = statistics.median(ts) * 1000, ts[int(0.9 * len(ts))] * 1000
-        print(f"| {d:4d} | {med:8.2f} ({p90:.2f}) | {batch_ms(idx, q, k):10.3f} | <= 5 ms |", flush=True)
-        del xb, idx
+    print("| vectors | dim | FAISS flat: single query ms (median, p90) | bounded scan: single query ms (median, p90) "
+          f"| codes built in | same answer | batch of {n_q}, FAISS: ms/query |")
+    print("|---|-----:|---:|---:|---:|---:|---:|")
+    sets = [("synthetic clusters", d, embedding_like(n_exact, d, seed=1), embedding_like(n_q, d, seed=2)) for d in dims]
+    spectrum = real_spectrum(n_exact + n_q, args.data, seed=5) if "1280" in [str(d) for d in dims] else None
+    if spectrum is not None:
+        sets.append(("real-embedding spectrum", 1280, spectrum[:n_exact], spectrum[n_exact:]))
+    else:
+        print(f"(no real-embedding spectrum: no data at {args.data})")
+    for name, d, xb, q in sets:
+        plain = VectorIndex(d, approx_threshold=None, num_threads=threads, bounded_scan_min=None)
+        fast = VectorIndex(d, approx_threshold=None, num_threads=threads, bounded_scan_min=1)
+        plain.add(xb)
+        fast.add(xb)
+        tp, tf, same, build = paired_latencies(plain, fast, q, k)
+        tp, tf = sorted(tp), sorted(tf)
+        print(f"| {name} | {d} | {statistics.median(tp) * 1000:.2f} ({tp[int(0.9 * len(tp))] * 1000:.2f}) "
+              f"| **{statistics.median(tf) * 1000:.2f}** ({tf[int(0.9 * len(tf))] * 1000:.2f}) | {build:.1f} s "
+              f"| {same}/{len(q)} | {batch_ms(plain, q, k):.3f} |", flush=True)
+        del xb, plain, fast
+    del sets, spectrum
+    if args.exact_only:
+        return 0
 
     d = args.approx_dim
     print(f"\n## approximate top-{k} among {n_approx:,} vectors, {d}-d (PCA-reduced size)\n")
