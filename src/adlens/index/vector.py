@@ -399,9 +399,7 @@ class VectorIndex:
         scores = np.full((len(q), k), -np.inf, np.float32)
         ids = np.full((len(q), k), -1, np.int64)
         for i in range(len(q)):
-            # one thread: a 2-thread stage 1 halved the kernel but not the median query here
-            # (4.27 vs 4.05 ms, p99 7.5 vs 5.9 ms over 100 alternating queries at 100k x 1280-d)
-            s, rows, _ = scan.search(x, q[i], k)
+            s, rows, _ = scan.search(x, q[i], k, threads=self._threads)
             scores[i, :len(s)] = s
             ids[i, :len(s)] = self._ids[rows]
         return scores, ids
