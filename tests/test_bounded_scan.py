@@ -37,8 +37,7 @@ def assert_same_topk(x, scan, q, k, **kw):
 
 
 @pytest.mark.parametrize("portable", [False, True])
-def test_top_k_equals_brute_force_and_prunes(portable, monkeypatch):
-    monkeypatch.setattr(bs_mod, "_ROWS_PER_THREAD", 100)  # so that threads=2 really splits 4,000 rows
+def test_top_k_equals_brute_force_and_prunes(portable):
     lib = bs_mod._kernels()
     lib.adlens_scan_portable(int(portable))
     try:
@@ -47,12 +46,10 @@ def test_top_k_equals_brute_force_and_prunes(portable, monkeypatch):
         qs = structured(40, 200, 1)
         exact_rows = []
         for q in qs:
-            stats = assert_same_topk(x, scan, q, 10, threads=2)
+            stats = assert_same_topk(x, scan, q, 10)
             exact_rows.append(stats["rows"][-1])
-            one, two = scan.search(x, q, 10, threads=1), scan.search(x, q, 10, threads=2)
-            np.testing.assert_array_equal(one[0], two[0])
-            np.testing.assert_array_equal(one[1], two[1])
-            assert set(one[1].tolist()) == set(brute(x, q, 10)[1].tolist())
+            ids = scan.search(x, q, 10)[1]
+            assert set(ids.tolist()) == set(brute(x, q, 10)[1].tolist())
         # the bounds must actually exclude rows on data with dominant directions
         assert np.median(exact_rows) < 0.1 * len(x)
     finally:

@@ -49,7 +49,6 @@ from adlens import native
 __all__ = ["BoundedScan", "kernels_available"]
 
 _SLACK = 1e-4
-_ROWS_PER_THREAD = 20_000
 _FORMAT = 2
 
 # int8 codes x an int16 query, summed exactly in integers. AVX2 (checked at run time: the cache
@@ -57,7 +56,6 @@ _FORMAT = 2
 # portable loop is left to the compiler. Sums go to int64 every 1024 coordinates, so no int32
 # overflows (|code * query| <= 127 * 16383, times 1024 < 2^31).
 _C_SRC = r"""
-#include <pthread.h>
 #include <stdint.h>
 #include <stddef.h>
 #define BLOCK 1024
@@ -112,21 +110,6 @@ void adlens_scan_portable(int on) { (void)on; }
 void adlens_scan_all(const int8_t *codes, int64_t n, int64_t m, const int16_t *q, float t, float *out) {
     int avx2 = use_avx2(); (void)avx2;
     for (int64_t i = 0; i < n; i++) out[i] = t * (float)DOT(codes + i * m, q, m);
-}
-/* the same split over two threads: the caller scans the first half, one new thread the second */
-typedef struct { const int8_t *codes; int64_t n, m; const int16_t *q; float t; float *out; } half_t;
-static void *scan_half(void *arg) {
-    half_t *h = (half_t *)arg;
-    adlens_scan_all(h->codes, h->n, h->m, h->q, h->t, h->out);
-    return NULL;
-}
-void adlens_scan_all2(const int8_t *codes, int64_t n, int64_t m, const int16_t *q, float t, float *out) {
-    int64_t cut = n / 2;
-    half_t h = { codes + cut * m, n - cut, m, q, t, out + cut };
-    pthread_t th;
-    if (pthread_create(&th, NULL, scan_half, &h) != 0) { adlens_scan_all(codes, n, m, q, t, out); return; }
-    adlens_scan_all(codes, cut, m, q, t, out);
-    pthread_join(th, NULL);
 }
 /* out[k] += t * (codes[rows[k]] . q) */
 void adlens_scan_rows(const int8_t *codes, int64_t m, const int16_t *q, float t, const int64_t *rows,
@@ -188,7 +171,6 @@ def _kernels():
     P, I, F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
     lib = native.load("bscan", _C_SRC, {
         "adlens_scan_all": ([P, I, I, P, F, P], None),
-        "adlens_scan_all2": ([P, I, I, P, F, P], None),
         "adlens_scan_rows": ([P, I, P, F, P, I, P], None),
         "adlens_keep": ([P, I, P, P, P, P, P, F, P, P, P], I),
         "adlens_topk": ([P, I, I, P], None),
@@ -324,12 +306,12 @@ class BoundedScan:
 
     # ------------------------------------------------------------------ search
 
-    def search(self, x: np.ndarray, q: np.ndarray, k: int, threads: int = 1) -> tuple[np.ndarray, np.ndarray, dict]:
+    def search(self, x: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, dict]:
         """Exact top-``k`` rows of ``x`` (the float rows this scan was built from) for one query.
 
-        ``threads`` > 1 splits the first stage over two threads (in C; from ``2 * _ROWS_PER_THREAD``
-        rows on: below that, starting a thread costs about what it saves). At 100k x 1280-d that
-        stage took 1.83 instead of 2.73 ms (median of 200 alternating runs).
+        One thread: splitting the first stage over two threads (in C) made that stage faster
+        (1.83 vs 2.73 ms at 100k x 1280-d) but not the whole query (4.69 vs 4.39 and 5.13 vs
+        5.28 ms, medians of two runs of 100 alternating queries), so it was removed.
 
         Returns ``(scores, rows, stats)``: float32 scores descending, int64 row numbers (at most
         ``min(k, n)`` of each) and ``stats["rows"]``: how many rows each stage read, then how many
@@ -358,7 +340,7 @@ class BoundedScan:
             qi, t, r = _int16_query(p[lo:hi] * self.scale[lo:hi])
             if rows is None:  # first stage: every row, in C end to end
                 a = np.empty(n, np.float32)
-                self._scan_all(lib, i, qi, t, a, threads)
+                lib.adlens_scan_all(_ptr(self.codes[i]), n, hi - lo, _ptr(qi), t, _ptr(a))
                 best = np.empty(k, np.int64)
                 lib.adlens_topk(_ptr(a), n, k, _ptr(best))
                 tau = self._kth_exact(x, q, best, k)
@@ -385,11 +367,6 @@ class BoundedScan:
         scores = (x @ q)[rows] if len(rows) > n // 4 else x[rows] @ q
         order = np.lexsort((rows, -scores))[:k]  # score descending, ties by row (as a brute-force scan)
         return scores[order].astype(np.float32), rows[order].astype(np.int64), {"rows": read}
-
-    def _scan_all(self, lib, i: int, qi: np.ndarray, t: float, out: np.ndarray, threads: int) -> None:
-        codes, n, m = self.codes[i], self.n, self.codes[i].shape[1]
-        scan = lib.adlens_scan_all2 if threads > 1 and n >= 2 * _ROWS_PER_THREAD else lib.adlens_scan_all
-        scan(_ptr(codes), n, m, _ptr(qi), t, _ptr(out))
 
     @staticmethod
     def _kth_exact(x: np.ndarray, q: np.ndarray, rows: np.ndarray, k: int) -> float:

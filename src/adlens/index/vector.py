@@ -399,7 +399,7 @@ class VectorIndex:
         scores = np.full((len(q), k), -np.inf, np.float32)
         ids = np.full((len(q), k), -1, np.int64)
         for i in range(len(q)):
-            s, rows, _ = scan.search(x, q[i], k, threads=self._threads)
+            s, rows, _ = scan.search(x, q[i], k)
             scores[i, :len(s)] = s
             ids[i, :len(s)] = self._ids[rows]
         return scores, ids
