@@ -17,8 +17,8 @@ size (``adlens.sample.corpus._relayout``: same photo, zoom, centre and copy, ano
 - other negatives: a sample of banners of different campaigns.
 
 Signals: global image-embedding cosine (the cascade's); SIFT + RANSAC inliers inside photo regions
-found from pixels, with text edges masked (``relayout_photo_sift.py``, a prototype; ``--jpeg Q``
-re-encodes the banners first); and whole-banner local-feature matching (ORB + RANSAC
+found from pixels, with text edges masked (``adlens.dedup.relayout``, the re-layout stage of
+``adlens dedup find --relayout``; ``--jpeg Q`` re-encodes the banners first); and whole-banner local-feature matching (ORB + RANSAC
 similarity transform, scale 1/3..3, rotation <= 10 degrees; inlier count), optionally with the OCR
 text boxes masked out (``--ocr``; RapidOCR, ~0.3 s an image). For each: the share of positives and
 hard negatives above thresholds, and the pair AUC positives vs hard negatives.
@@ -42,10 +42,8 @@ from unittest import mock
 import numpy as np
 from PIL import Image
 
+from adlens.dedup import relayout
 from adlens.sample import corpus
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import relayout_photo_sift
 
 DATA = Path("/work/shared/data")
 
@@ -195,16 +193,16 @@ def main() -> int:
            (0.4, 0.5, 0.6, 0.7, 0.8, 0.95))
     t = time.time()
     imgs = [np.asarray(_jpeg(it[3], args.jpeg)) for it in items]
-    PF = [relayout_photo_sift.photo_features(im) for im in imgs]
+    PF = [relayout.photo_features(im) for im in imgs]
     per_image = (time.time() - t) / len(imgs)
     t = time.time()
-    sift = np.array([relayout_photo_sift.relayout_score(PF[i], PF[j]) for i, j, _ in P], dtype=float)
+    sift = np.array([relayout.relayout_score(PF[i], PF[j]) for i, j, _ in P], dtype=float)
     per_pair = (time.time() - t) / len(P)
     report(f"SIFT + RANSAC inliers inside photo regions detected from pixels, text edges masked "
            f"({1000 * per_image:.0f} ms an image, {1000 * per_pair:.1f} ms a pair"
            f"{f'; banners re-encoded as JPEG q{args.jpeg}' if args.jpeg else ''})", sift, lab, (3, 5, 8, 12, 20))
     asp = np.array([f.aspect for f in PF])
-    differ = np.abs(np.log(asp[P[:, 0]] / asp[P[:, 1]])) > np.log(relayout_photo_sift.ASPECT_RATIO_MIN)
+    differ = np.abs(np.log(asp[P[:, 0]] / asp[P[:, 1]])) > np.log(relayout.DEFAULT_ASPECT_RATIO)
     report("the same, only pairs whose aspect ratios differ by > 1.25x (what a cascade stage would score)",
            np.where(differ, sift, 0.0), lab, (3, 5, 8, 12, 20))
     print(f"\nno photo region found: {np.mean([len(f.boxes) == 0 for f in PF]):.3f} of the banners")

@@ -210,6 +210,8 @@ def dedup_find_cmd(
     phash_radius: int = typer.Option(None, help="Max pHash Hamming distance (default: tuned value)."),
     cascade: bool = typer.Option(False, "--cascade", help="Also find embedding duplicates hashes miss (crops, overlays)."),
     threshold: float = typer.Option(None, help="Cosine threshold of the embedding cascade (default 0.95)."),
+    relayout: bool = typer.Option(False, "--relayout", help="Also link re-layouts: the same photo in another ad size (SIFT in photo regions; ~40 ms an image)."),
+    min_inliers: int = typer.Option(None, "--min-inliers", help="SIFT inliers a re-layout link needs (default 8; 12 for large or JPEG-heavy folders)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Deduplicate a plain folder, no workspace needed."""
@@ -218,7 +220,9 @@ def dedup_find_cmd(
     try:
         with _progress(not as_json) as factory:
             result = find_duplicates(folder, phash_radius=phash_radius, progress=factory("hash"),
-                                     cascade=cascade, cascade_threshold=threshold)
+                                     cascade=cascade, cascade_threshold=threshold, relayout=relayout,
+                                     relayout_min_inliers=min_inliers,
+                                     relayout_progress=factory("re-layout pairs") if relayout else None)
         if report:
             write_folder_report(result, report)
     except AdlensError as e:
@@ -234,6 +238,10 @@ def dedup_find_cmd(
         out.print(f"[red]rejected[/red] {r['path']}: {r['reason']}")
     for a, b, cos in result.get("embedding_pairs", []):
         out.print(f"[cyan]embedding duplicate[/cyan] (cosine {cos}): {a} ~ {b}")
+    for a, b, n in result.get("relayout_pairs", []):
+        out.print(f"[cyan]re-layout[/cyan] ({n} SIFT inliers): {a} ~ {b}")
+    for r in result.get("relayout_errors", []):
+        out.print(f"[red]re-layout stage skipped[/red] {r['path']}: {r['reason']}")
     out.print(f"{len(result['groups'])} groups, {result['files_in_groups']} files in groups, {len(result['rejected'])} rejected")
     if report:
         out.print(f"report: {report}")

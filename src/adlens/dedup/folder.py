@@ -17,7 +17,11 @@ from adlens import __version__
 from adlens.config import get_settings
 from adlens.dedup import hashing
 from adlens.dedup.groups import group_pairs
-from adlens.dedup.match import DEFAULT_DHASH_RADIUS, DEFAULT_PHASH_RADIUS, near_duplicate_pairs
+from adlens.dedup.match import (
+    DEFAULT_DHASH_RADIUS,
+    DEFAULT_PHASH_RADIUS,
+    near_duplicate_pairs,
+)
 from adlens.errors import InvalidInput
 from adlens.ingest.manifest import iter_folder_files
 from adlens.ingest.validate import open_checked, read_file
@@ -44,6 +48,9 @@ def find_duplicates(
     progress=None,
     cascade: bool = False,
     cascade_threshold: float | None = None,
+    relayout: bool = False,
+    relayout_min_inliers: int | None = None,
+    relayout_progress=None,
 ) -> dict:
     """Near-duplicate groups of the images under ``folder``.
 
@@ -52,6 +59,10 @@ def find_duplicates(
     With ``cascade`` the images are also embedded and pairs with cosine >= ``cascade_threshold``
     that hashes did not group are added, reported apart: ``"embedding_pairs": [[a, b, cos]]``
     and ``"embedding_groups"`` (the groups those links form or extend, hash members included).
+    With ``relayout`` the re-layout stage (:mod:`adlens.dedup.relayout`) links images of other
+    aspect ratios that show the same photo, among those the earlier stages left apart:
+    ``"relayout_pairs": [[a, b, inliers]]``, ``"relayout_groups"`` (groups those links form or
+    extend) and ``"relayout_errors"`` (files it could not decode, with the reason).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -69,6 +80,7 @@ def find_duplicates(
     ok = [i for i, r in enumerate(results) if not isinstance(r, str)]
     rejected = [{"path": str(files[i]), "reason": r} for i, r in enumerate(results) if isinstance(r, str)]
     groups: list[list[str]] = []
+    stages: dict = {}  # what the optional stages add, reported apart from hash groups
     if ok:
         batches = [results[i] for i in ok]
         phash = np.concatenate([b.phash for b in batches])
@@ -83,15 +95,25 @@ def find_duplicates(
             return [str(files[ok[k]]) for k in members]
 
         groups = sorted(keep_first(g) for g in group_pairs(len(ok), pairs, min_size=2))
+        linked = [tuple(p) for p in pairs]  # every link so far, for the next stage's "already grouped"
         if cascade:
             extra = _cascade(files, ok, pairs, cascade_threshold)
             extra_groups = [keep_first(g) for g in group_pairs(len(ok), [*pairs, *extra["pairs"]], min_size=2)
                             if any(int(i) in extra["nodes"] for i in g)]
-            cascade_result = {
-                "embedding_pairs": [[str(files[ok[int(i)]]), str(files[ok[int(j)]]), round(float(c), 4)] for i, j, c in extra["pairs"]],
-                "embedding_groups": sorted(extra_groups),
-                "embedding_threshold": extra["threshold"],
-            }
+            stages["embedding_pairs"] = [[str(files[ok[int(i)]]), str(files[ok[int(j)]]), round(float(c), 4)]
+                                         for i, j, c in extra["pairs"]]
+            stages["embedding_groups"] = sorted(extra_groups)
+            stages["embedding_threshold"] = extra["threshold"]
+            linked += [(i, j) for i, j, _ in extra["pairs"]]
+        if relayout:
+            rel = _relayout(files, ok, linked, settings, workers, relayout_min_inliers, relayout_progress)
+            nodes = {int(x) for x in rel["pairs"][:, :2].ravel()}
+            stages["relayout_pairs"] = [[str(files[ok[int(i)]]), str(files[ok[int(j)]]), int(n)] for i, j, n in rel["pairs"]]
+            stages["relayout_groups"] = sorted(
+                keep_first(g) for g in group_pairs(len(ok), [*linked, *[(i, j) for i, j, _ in rel["pairs"]]], min_size=2)
+                if any(int(i) in nodes for i in g))
+            stages["relayout_min_inliers"] = rel["min_inliers"]
+            stages["relayout_errors"] = rel["errors"]
     return {
         "root": str(folder),
         "files": len(files),
@@ -100,13 +122,17 @@ def find_duplicates(
         "files_in_groups": sum(len(g) for g in groups),
         "rejected": rejected,
         "rule": {"phash_radius": phash_radius, "dhash_radius": dhash_radius, "exact": "aHash MD5"},
-        **(cascade_result if cascade and ok else {}),
+        **stages,
     }
 
 
 def _cascade(files, ok, hash_pairs, threshold):
     """Embedding pairs among the hashed files that hashes left apart."""
-    from adlens.dedup.cascade import DEFAULT_COSINE_THRESHOLD, embedding_pairs, new_links
+    from adlens.dedup.cascade import (
+        DEFAULT_COSINE_THRESHOLD,
+        embedding_pairs,
+        new_links,
+    )
     from adlens.embed.base import get_embedder
     from adlens.embed.jobs import DEFAULT_IMAGE_MODEL
 
@@ -121,6 +147,37 @@ def _cascade(files, ok, hash_pairs, threshold):
     pairs = new_links(pairs, labels)
     nodes = {int(x) for x in pairs[:, :2].ravel()} if len(pairs) else set()
     return {"pairs": [(int(i), int(j), float(c)) for i, j, c in pairs], "nodes": nodes, "threshold": threshold}
+
+
+def _features_one(path: Path, max_bytes: int, max_pixels: int):
+    from adlens.dedup.relayout import photo_features
+
+    try:
+        img = open_checked(read_file(path, max_bytes), str(path), max_pixels)
+        return photo_features(np.asarray(img.convert("RGB")))
+    except InvalidInput as e:
+        msg = str(e)
+        return msg if str(path) in msg else f"{path}: {msg}"
+    except (OSError, ValueError, MemoryError) as e:  # decoding errors surface here
+        return f"{path}: cannot decode for the re-layout stage ({e})"
+
+
+def _relayout(files, ok, linked, settings, workers, min_inliers, progress):
+    """Re-layout links among the hashed files that the earlier stages left apart."""
+    from adlens.dedup.relayout import DEFAULT_MIN_INLIERS, PhotoFeatures, relayout_pairs
+
+    min_inliers = DEFAULT_MIN_INLIERS if min_inliers is None else int(min_inliers)
+    if min_inliers < 1:
+        raise InvalidInput(f"relayout min inliers must be >= 1, got {min_inliers}")
+    with ThreadPoolExecutor(max_workers=workers or settings.workers) as pool:
+        feats = list(pool.map(lambda i: _features_one(files[i], settings.max_file_bytes, settings.max_image_pixels), ok))
+    errors = [{"path": str(files[ok[k]]), "reason": f} for k, f in enumerate(feats) if isinstance(f, str)]
+    feats = [PhotoFeatures(aspect=1.0) if isinstance(f, str) else f for f in feats]  # no box: never a candidate
+    labels = np.full(len(ok), -1, np.int64)
+    for gi, g in enumerate(group_pairs(len(ok), linked, min_size=1)):
+        labels[g] = gi
+    pairs = relayout_pairs(feats, labels, min_inliers=min_inliers, workers=workers or settings.workers, progress=progress)
+    return {"pairs": pairs, "min_inliers": min_inliers, "errors": errors}
 
 
 def write_folder_report(result: dict, out_path: Path | str) -> Path:
@@ -141,4 +198,7 @@ def write_folder_report(result: dict, out_path: Path | str) -> Path:
         embedding_groups=[[{"path": p, "thumb": thumbnail_uri(p)} for p in g] for g in result["embedding_groups"]]
         if "embedding_groups" in result else None,
         embedding_threshold=result.get("embedding_threshold"),
+        relayout_groups=[[{"path": p, "thumb": thumbnail_uri(p)} for p in g] for g in result["relayout_groups"]]
+        if "relayout_groups" in result else None,
+        relayout_min_inliers=result.get("relayout_min_inliers"),
     )
