@@ -12,10 +12,9 @@ BENCHMARKS.md (section "Similar products", the cascade paragraph). Different pro
 banner template can reach 0.96 (``benchmarks/eval_relayout_clothing.py``: 4 of 720 such pairs
 at >= 0.95); raise the threshold where advertisers do that.
 
-Re-layouts into another ad size (cosine 0.30-0.68 to their original) are not caught. On real
-photos neither the global embedding nor ORB local-feature matching (with or without the OCR'd
-text masked) separates them from other products in the same template, so no rule is shipped
-for them.
+Re-layouts into another ad size (cosine 0.30-0.68 to their original) are not caught here: on real
+photos the global embedding ranks them below other products in the same template. The third
+stage, :mod:`adlens.dedup.relayout`, matches local features inside the photo regions instead.
 """
 
 from __future__ import annotations
