@@ -150,3 +150,46 @@ def test_cli_relayout_json_and_report(tmp_path):
     assert "Re-layouts" in report.read_text()
     r = CliRunner().invoke(app, ["dedup", "find", str(d), "--relayout", "--min-inliers", "0"])
     assert r.exit_code != 0 and "min inliers" in r.output
+
+
+# ------------------------------------------------------------------ in the ledger (adlens run)
+
+
+def test_ledger_relayout_stage_links_merges_and_is_idempotent(tmp_path):
+    import sqlalchemy as sa
+
+    from adlens.config import Settings
+    from adlens.ingest.ads import ingest_ads
+    from adlens.pipeline import RunContext, stage_relayout
+    from adlens.store import schema
+    from adlens.store.ledger import duplicate_groups
+    from adlens.workspace import init_workspace
+
+    d = make_folder(tmp_path)
+    (d / "broken.jpg").unlink()
+    rows = [("cat_rect.png", "CAT1", "2026-11-01"), ("coffee_rect.png", "COF1", "2026-11-01"),
+            ("cat_leaderboard.jpg", "CAT2", "2026-11-02"), ("coffee_leaderboard.jpg", "COF2", "2026-11-02")]
+    manifest = tmp_path / "ads.csv"
+    manifest.write_text("path,ad_id,day\n" + "".join(f"{d / p},{a},{day}\n" for p, a, day in rows))
+
+    off = init_workspace(tmp_path / "ws", Settings(workspace=tmp_path / "ws", workers=2))
+    ingest_ads(off, manifest)
+    assert "skipped" in stage_relayout(RunContext(off))  # off by default
+    off.close()
+
+    ws = init_workspace(tmp_path / "ws", Settings(workspace=tmp_path / "ws", workers=2, dedup_relayout=True))
+    try:
+        out = stage_relayout(RunContext(ws))
+        assert out["images"] == 4 and out["errors"] == []
+        assert out["new_links"] == 1 and {out["links"][0]["ad_a"], out["links"][0]["ad_b"]} == {"CAT1", "CAT2"}
+        assert out["links"][0]["inliers"] >= DEFAULT_MIN_INLIERS
+        groups = duplicate_groups(ws.engine)
+        assert len(groups) == 1 and groups[0]["canonical_ad_id"] == "CAT1"  # earliest day is canonical
+        assert sorted(m["ad_id"] for m in groups[0]["members"]) == ["CAT1", "CAT2"]
+        with ws.engine.connect() as conn:
+            methods = conn.execute(sa.select(schema.dup_links.c.method, schema.dup_links.c.distance)).all()
+        assert [m for m, _ in methods] == ["relayout"] and methods[0][1] == pytest.approx(1 / out["links"][0]["inliers"])
+        again = stage_relayout(RunContext(ws))  # already merged: nothing new
+        assert again["new_links"] == 0
+    finally:
+        ws.close()

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     workers: int = max(1, os.cpu_count() or 1)
     dedup_cascade: bool = True
     cascade_threshold: float = 0.95
+    # re-layout stage: ~40 ms an image over all ledger images each run, so opt-in
+    dedup_relayout: bool = False
+    relayout_min_inliers: int = 12
 
 
 def get_settings(**overrides) -> Settings:

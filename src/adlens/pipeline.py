@@ -6,11 +6,15 @@ returns a section for the report. Later capabilities append their stage to ``STA
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import sqlalchemy as sa
+from PIL import Image
 
 from adlens import __version__
 from adlens.ingest.ads import ingest_ads
@@ -132,6 +136,44 @@ def stage_cascade(ctx: RunContext) -> dict:
     return {"threshold": s.cascade_threshold, "images": len(shas), "new_links": len(links), "links": links}
 
 
+def stage_relayout(ctx: RunContext) -> dict:
+    """Re-layout dedup over the ledger's ad images (switch: ADLENS_DEDUP_RELAYOUT, off by default)."""
+    from adlens.dedup.relayout import PhotoFeatures, photo_features
+
+    s = ctx.ws.settings
+    if not s.dedup_relayout:
+        return {"skipped": "re-layout stage switched off (set ADLENS_DEDUP_RELAYOUT=true to run it)"}
+    im, c = schema.images, schema.creatives
+    with ctx.ws.engine.connect() as conn:
+        images = conn.execute(sa.select(im.c.id, im.c.sha256).join(schema.ledger, schema.ledger.c.image_id == im.c.id)
+                              .order_by(im.c.id)).all()
+        ads = {}
+        for image_id, ad_id in conn.execute(sa.select(c.c.image_id, c.c.ad_id).order_by(c.c.ad_id)):
+            ads.setdefault(image_id, ad_id)
+    blobs, errors = ctx.ws.blobs, []
+
+    def features(row):
+        try:
+            with Image.open(io.BytesIO(blobs.get(row.sha256))) as img:
+                return photo_features(np.asarray(img.convert("RGB")))
+        except (OSError, ValueError) as e:  # the blob was validated at ingest; report, do not stop
+            errors.append({"image_id": row.id, "ad_id": ads.get(row.id), "reason": str(e)})
+            return PhotoFeatures(aspect=1.0)  # no photo box: never a candidate
+
+    feats = []
+    tick = ctx.progress_for("re-layout features") or (lambda _done, _total: None)
+    with ThreadPoolExecutor(max_workers=s.workers) as pool:  # OpenCV drops the GIL
+        for done, f in enumerate(pool.map(features, images), 1):
+            feats.append(f)
+            tick(done, len(images))
+    links = ctx.ws.ledger().link_by_relayout([r.id for r in images], feats, s.relayout_min_inliers,
+                                             progress=ctx.progress_for("re-layout pairs"))
+    for link in links:
+        link["ad_a"], link["ad_b"] = ads.get(link["image_a"]), ads.get(link["image_b"])
+    return {"min_inliers": s.relayout_min_inliers, "images": len(images), "new_links": len(links),
+            "links": links, "errors": errors}
+
+
 def stage_similar(ctx: RunContext, n_queries: int = 8, k: int = 5) -> dict:
     """Fit the learned similarity on the catalogue (if labelled) and recommend products for a few ads."""
     from adlens.similar import fit_projection, load_projection, similar_products
@@ -201,6 +243,7 @@ STAGES: list[Stage] = [
     Stage("dedup", stage_dedup, report_dedup, summary_exclude=("group_list",)),
     Stage("embed", stage_embed),
     Stage("cascade", stage_cascade),
+    Stage("relayout", stage_relayout),
     Stage("similar", stage_similar, report_similar),
     Stage("features", stage_features, report_features),
     Stage("quality", stage_quality, report_quality),

@@ -221,21 +221,41 @@ class Ledger:
         from adlens.dedup.cascade import embedding_pairs, new_links
 
         image_ids = np.asarray(image_ids, dtype=np.int64)
+        pairs = new_links(embedding_pairs(vectors, threshold), self._canonical_labels(image_ids))
+        return self._link(image_ids, pairs, "embedding", lambda cos: 1.0 - cos,
+                          lambda cos: {"cosine": round(cos, 4)})
+
+    def link_by_relayout(self, image_ids, features, min_inliers: int, progress=None) -> list[dict]:
+        """The re-layout stage over ledger images (:mod:`adlens.dedup.relayout`): link and merge
+        images of other aspect ratios showing the same photo, among groups the earlier stages left
+        apart. ``features``: one :class:`~adlens.dedup.relayout.PhotoFeatures` per image id.
+        Links are stored with method ``"relayout"`` and distance ``1 / inliers``."""
+        from adlens.dedup.relayout import relayout_pairs
+
+        image_ids = np.asarray(image_ids, dtype=np.int64)
+        pairs = relayout_pairs(features, self._canonical_labels(image_ids), min_inliers=min_inliers, progress=progress)
+        return self._link(image_ids, pairs.astype(np.float64), "relayout", lambda n: 1.0 / n,
+                          lambda n: {"inliers": int(n)})
+
+    def _canonical_labels(self, image_ids: np.ndarray) -> np.ndarray:
         lg = schema.ledger
         with self.engine.connect() as conn:
             canon = dict(conn.execute(sa.select(lg.c.image_id, lg.c.canonical_id).where(lg.c.image_id.in_(image_ids.tolist()))).all())
-        labels = np.array([canon[i] for i in image_ids.tolist()], dtype=np.int64)
-        pairs = new_links(embedding_pairs(vectors, threshold), labels)
+        return np.array([canon[i] for i in image_ids.tolist()], dtype=np.int64)
+
+    def _link(self, image_ids: np.ndarray, pairs: np.ndarray, method: str, distance, describe) -> list[dict]:
+        """Store links ``(row i, row j, score)`` between different groups and merge the groups."""
+        lg = schema.ledger
         links = []
         with self.engine.begin() as conn:
-            for i, j, cos in pairs.tolist():
+            for i, j, score in pairs.tolist():
                 a, b = sorted((int(image_ids[int(i)]), int(image_ids[int(j)])))
                 roots = {r for (r,) in conn.execute(sa.select(lg.c.canonical_id).where(lg.c.image_id.in_([a, b])))}
                 if len(roots) < 2:
                     continue  # an earlier link of this run already joined them
-                conn.execute(sa.insert(schema.dup_links).values(image_a=a, image_b=b, method="embedding", distance=1.0 - cos))
+                conn.execute(sa.insert(schema.dup_links).values(image_a=a, image_b=b, method=method, distance=distance(score)))
                 self._merge(conn, roots)
-                links.append({"image_a": a, "image_b": b, "cosine": round(cos, 4)})
+                links.append({"image_a": a, "image_b": b, **describe(score)})
         return links
 
     def _merge(self, conn: sa.Connection, roots: set[int]) -> int:
