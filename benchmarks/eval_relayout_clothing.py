@@ -138,20 +138,7 @@ def orb_features(items, ocr: bool):
 def orb_inliers(fa, fb) -> int:
     import cv2
 
-    (pa, da), (pb, db) = fa, fb
-    if da is None or db is None or len(da) < 3 or len(db) < 3:
-        return 0
-    matches = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(da, db, k=2)
-    good = [m[0] for m in matches if len(m) == 2 and m[0].distance < 0.8 * m[1].distance]
-    if len(good) < 4:
-        return 0
-    M, inl = cv2.estimateAffinePartial2D(pa[[m.queryIdx for m in good]], pb[[m.trainIdx for m in good]],
-                                         method=cv2.RANSAC, ransacReprojThreshold=4.0)
-    if M is None:
-        return 0
-    scale = float(np.hypot(M[0, 0], M[0, 1]))
-    rotation = abs(float(np.degrees(np.arctan2(M[1, 0], M[0, 0]))))
-    return int(inl.sum()) if 1 / 3 <= scale <= 3 and rotation <= 10 else 0
+    return relayout.similarity_inliers(fa, fb, cv2.BFMatcher(cv2.NORM_HAMMING), reproj=4.0, max_scale=3.0)
 
 
 def report(name: str, score: np.ndarray, lab: np.ndarray, thresholds) -> None:

@@ -167,26 +167,30 @@ def photo_features(rgb: np.ndarray) -> PhotoFeatures:
     return out
 
 
-def _inliers(fa, fb) -> int:
+def similarity_inliers(fa, fb, matcher=None, reproj: float = 5.0, max_scale: float = 4.0) -> int:
+    """RANSAC inliers of a similarity transform (scale 1/max_scale..max_scale, rotation <= 10
+    degrees) fitted to ratio-test matches between ``(points, descriptors)`` ``fa`` and ``fb``;
+    0 when it fails. ``matcher`` defaults to this thread's L2 (SIFT) brute-force matcher."""
     cv2, tls = _cv()
     (pa, da), (pb, db) = fa, fb
     if da is None or db is None or len(da) < 3 or len(db) < 3:
         return 0
-    good = [m[0] for m in tls.matcher.knnMatch(da, db, k=2) if len(m) == 2 and m[0].distance < 0.8 * m[1].distance]
+    good = [m[0] for m in (matcher or tls.matcher).knnMatch(da, db, k=2)
+            if len(m) == 2 and m[0].distance < 0.8 * m[1].distance]
     if len(good) < 4:
         return 0
     M, inl = cv2.estimateAffinePartial2D(pa[[g.queryIdx for g in good]], pb[[g.trainIdx for g in good]],
-                                         method=cv2.RANSAC, ransacReprojThreshold=5.0)
+                                         method=cv2.RANSAC, ransacReprojThreshold=reproj)
     if M is None:
         return 0
     scale = float(np.hypot(M[0, 0], M[0, 1]))
     rotation = abs(float(np.degrees(np.arctan2(M[1, 0], M[0, 0]))))
-    return int(inl.sum()) if 0.25 <= scale <= 4 and rotation <= 10 else 0
+    return int(inl.sum()) if 1 / max_scale <= scale <= max_scale and rotation <= 10 else 0
 
 
 def relayout_score(a: PhotoFeatures, b: PhotoFeatures) -> int:
     """RANSAC inliers of the best-matching pair of photo boxes (0 when either has none)."""
-    return max((_inliers(fa, fb) for fa in a.feats for fb in b.feats), default=0)
+    return max((similarity_inliers(fa, fb) for fa in a.feats for fb in b.feats), default=0)
 
 
 def candidate_pairs(features: Sequence[PhotoFeatures], labels: np.ndarray | None = None, *,
