@@ -11,10 +11,12 @@ from typer.testing import CliRunner
 
 from adlens.cli import app
 from adlens.dedup.folder import find_duplicates
+from adlens.errors import InvalidInput
 from adlens.dedup.relayout import (
     DEFAULT_MIN_INLIERS,
     PhotoFeatures,
     candidate_pairs,
+    copy_similarity,
     photo_features,
     photo_regions,
     relayout_pairs,
@@ -51,8 +53,8 @@ def rect(photo):  # 300x250, photo on the left
     return banner(photo, (300, 250), (10, 10, 170, 240), (0.2, 0, 0.7, 1))
 
 
-def leaderboard(photo):  # 728x90: another crop of the same photo, another aspect
-    return banner(photo, (728, 90), (5, 5, 205, 85), (0.15, 0.2, 0.75, 0.6))
+def leaderboard(photo, text="Summer sale -30%"):  # 728x90: another crop of the same photo, another aspect
+    return banner(photo, (728, 90), (5, 5, 205, 85), (0.15, 0.2, 0.75, 0.6), text=text)
 
 
 def iou(a, b):
@@ -103,6 +105,13 @@ def test_candidates_skip_same_aspect_grouped_and_unlike_colours():
     assert candidate_pairs([a, b, c, d], hist_min=0.0).tolist() == [[0, 1], [0, 3], [1, 2], [1, 3], [2, 3]]
 
 
+def test_copy_similarity_by_hand():
+    assert copy_similarity("abcd", "abce") == pytest.approx(1 / 3)  # {abc, bcd} vs {abc, bce}
+    assert copy_similarity("Shop Now!", "shopnow") == 1.0  # case, spaces and punctuation ignored
+    assert copy_similarity("", "  ") == 1.0  # neither has copy: a photo-only banner
+    assert copy_similarity("Sale", "") == 0.0
+
+
 def test_photo_features_rejects_bad_shapes():
     with pytest.raises(ValueError, match="expected an"):
         photo_features(np.zeros((1, 5, 3), np.uint8))
@@ -116,6 +125,9 @@ def make_folder(tmp_path):
     leaderboard(CAT).save(d / "cat_leaderboard.jpg", quality=92)
     rect(COFFEE).save(d / "coffee_rect.png")
     leaderboard(COFFEE).save(d / "coffee_leaderboard.jpg", quality=92)
+    # the same photo with other copy: another creative, not a re-layout
+    banner(CAT, (970, 250), (10, 10, 330, 240), (0.15, 0.1, 0.75, 0.7), text="Winter boots two for one").save(
+        d / "cat_other_copy.jpg", quality=92)
     (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     return d
 
@@ -138,6 +150,12 @@ def test_folder_relayout_stage(tmp_path):
     assert res["relayout_min_inliers"] == DEFAULT_MIN_INLIERS and res["relayout_errors"] == []
     strict = find_duplicates(d, relayout=True, relayout_min_inliers=10_000)
     assert strict["relayout_pairs"] == [] and strict["relayout_groups"] == []
+
+
+def test_folder_relayout_needs_ocr(tmp_path, monkeypatch):
+    monkeypatch.setattr("adlens.features.creative.get_ocr_backend", lambda name="auto", **kw: None)
+    with pytest.raises(InvalidInput, match="needs OCR"):
+        find_duplicates(make_folder(tmp_path), relayout=True)
 
 
 def test_cli_relayout_json_and_report(tmp_path):

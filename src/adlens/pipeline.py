@@ -138,11 +138,15 @@ def stage_cascade(ctx: RunContext) -> dict:
 
 def stage_relayout(ctx: RunContext) -> dict:
     """Re-layout dedup over the ledger's ad images (switch: ADLENS_DEDUP_RELAYOUT, off by default)."""
-    from adlens.dedup.relayout import PhotoFeatures, photo_features
+    from adlens.dedup.relayout import PhotoFeatures, ocr_reader, photo_features
 
     s = ctx.ws.settings
     if not s.dedup_relayout:
         return {"skipped": "re-layout stage switched off (set ADLENS_DEDUP_RELAYOUT=true to run it)"}
+    try:
+        read = ocr_reader()
+    except RuntimeError as e:
+        return {"skipped": str(e)}
     im, c = schema.images, schema.creatives
     with ctx.ws.engine.connect() as conn:
         images = conn.execute(sa.select(im.c.id, im.c.sha256).join(schema.ledger, schema.ledger.c.image_id == im.c.id)
@@ -166,7 +170,11 @@ def stage_relayout(ctx: RunContext) -> dict:
         for done, f in enumerate(pool.map(features, images), 1):
             feats.append(f)
             tick(done, len(images))
-    links = ctx.ws.ledger().link_by_relayout([r.id for r in images], feats, s.relayout_min_inliers,
+    def text(k: int) -> str:  # the copy check OCRs only images of photo matches
+        with Image.open(io.BytesIO(blobs.get(images[k].sha256))) as img:
+            return read(np.asarray(img.convert("RGB")))
+
+    links = ctx.ws.ledger().link_by_relayout([r.id for r in images], feats, s.relayout_min_inliers, text=text,
                                              progress=ctx.progress_for("re-layout pairs"))
     for link in links:
         link["ad_a"], link["ad_b"] = ads.get(link["image_a"]), ads.get(link["image_b"])

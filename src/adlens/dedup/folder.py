@@ -164,7 +164,7 @@ def _features_one(path: Path, max_bytes: int, max_pixels: int):
 
 def _relayout(files, ok, linked, settings, workers, min_inliers, progress):
     """Re-layout links among the hashed files that the earlier stages left apart."""
-    from adlens.dedup.relayout import DEFAULT_MIN_INLIERS, PhotoFeatures, relayout_pairs
+    from adlens.dedup.relayout import DEFAULT_MIN_INLIERS, PhotoFeatures, ocr_reader, relayout_pairs
 
     min_inliers = DEFAULT_MIN_INLIERS if min_inliers is None else int(min_inliers)
     if min_inliers < 1:
@@ -176,7 +176,17 @@ def _relayout(files, ok, linked, settings, workers, min_inliers, progress):
     labels = np.full(len(ok), -1, np.int64)
     for gi, g in enumerate(group_pairs(len(ok), linked, min_size=1)):
         labels[g] = gi
-    pairs = relayout_pairs(feats, labels, min_inliers=min_inliers, workers=workers or settings.workers, progress=progress)
+    try:
+        read = ocr_reader()
+    except RuntimeError as e:
+        raise InvalidInput(str(e)) from None
+
+    def text(k: int) -> str:  # only images with a photo match get here; they decoded above
+        img = open_checked(read_file(files[ok[k]], settings.max_file_bytes), str(files[ok[k]]), settings.max_image_pixels)
+        return read(np.asarray(img.convert("RGB")))
+
+    pairs = relayout_pairs(feats, labels, text=text, min_inliers=min_inliers, workers=workers or settings.workers,
+                           progress=progress)
     return {"pairs": pairs, "min_inliers": min_inliers, "errors": errors}
 
 

@@ -19,7 +19,13 @@ Per image (:func:`photo_features`, ~40 ms):
    colour histogram of the largest box.
 
 Per pair (:func:`relayout_score`, ~1 ms): the most RANSAC inliers of a similarity transform (scale
-1/4-4, rotation <= 10 degrees) between the two images' photo boxes.
+1/4-4, rotation <= 10 degrees) between the two images' photo boxes. Then the copy: a re-layout
+keeps its text, while advertisers reuse one product photo in creatives with other copy. Images
+of photo matches are OCR'd (~0.3 s each, only those) and a link needs character-trigram
+similarity >= 0.3 (:func:`copy_similarity`). On the sample corpus, which reuses 21 photos over
+394 ads, photo matches alone linked 20 pairs of which 4 were re-layouts; with the copy check
+4 (all re-layouts; the sample has 12, the others lost their photo to the text-edge mask or
+have no detectable photo region), 28 s for the 394 images. On the real-photo set it kept 420 of the 421 photo-matched re-layouts (4 runs).
 
 Which pairs (:func:`relayout_pairs`): only images whose aspect ratios differ by > 1.25x (same-size
 pairs are the other stages' business, and JPEG noise made some same-size different-product pairs
@@ -47,6 +53,7 @@ import numpy as np
 DEFAULT_MIN_INLIERS = 12
 DEFAULT_HIST_MIN = 0.5
 DEFAULT_ASPECT_RATIO = 1.25
+DEFAULT_COPY_MIN = 0.3
 
 _SHORT_SIDE = 250
 _FLAT_TOL = 1
@@ -217,12 +224,41 @@ def candidate_pairs(features: Sequence[PhotoFeatures], labels: np.ndarray | None
     return np.concatenate(out).astype(np.int64)
 
 
+def _trigrams(text: str) -> set[str]:
+    t = "".join(ch for ch in text.lower() if ch.isalnum())  # OCR drops and adds spaces freely
+    return {t[i:i + 3] for i in range(len(t) - 2)}
+
+
+def ocr_reader() -> Callable[[np.ndarray], str]:
+    """The OCR the copy check uses (RapidOCR, else Tesseract): RGB array -> its text, lines joined.
+    Raises RuntimeError naming what to install when there is none."""
+    from adlens.features.creative import get_ocr_backend
+
+    backend = get_ocr_backend("auto")
+    if backend is None:
+        raise RuntimeError("the re-layout stage needs OCR to compare copy: install rapidocr-onnxruntime "
+                           "(as `make install` does) or pytesseract with tesseract")
+    return lambda rgb: " ".join(line.text for line in backend(rgb))
+
+
+def copy_similarity(a: str, b: str) -> float:
+    """Jaccard similarity of the character trigrams of two OCR'd texts (letters and digits only);
+    1.0 when neither has any text (a photo-only banner), 0.0 when only one has."""
+    ta, tb = _trigrams(a), _trigrams(b)
+    if not ta and not tb:
+        return 1.0
+    return len(ta & tb) / len(ta | tb)
+
+
 def relayout_pairs(features: Sequence[PhotoFeatures], labels: np.ndarray | None = None, *,
-                   min_inliers: int = DEFAULT_MIN_INLIERS, hist_min: float = DEFAULT_HIST_MIN,
+                   text: Callable[[int], str] | None = None, min_inliers: int = DEFAULT_MIN_INLIERS,
+                   copy_min: float = DEFAULT_COPY_MIN, hist_min: float = DEFAULT_HIST_MIN,
                    aspect_ratio: float = DEFAULT_ASPECT_RATIO, workers: int = 2,
                    progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Re-layout links ``(i, j, inliers)`` with ``inliers >= min_inliers`` among candidate pairs;
-    with ``labels`` (groups of earlier stages) only the strongest link between two groups."""
+    with ``text`` (image index -> its OCR'd copy, asked only for images of photo matches) also
+    ``copy_similarity >= copy_min``; with ``labels`` (groups of earlier stages) only the strongest
+    link between two groups."""
     cand = candidate_pairs(features, labels, hist_min=hist_min, aspect_ratio=aspect_ratio)
     scores = np.zeros(len(cand), np.int64)
 
@@ -239,6 +275,17 @@ def relayout_pairs(features: Sequence[PhotoFeatures], labels: np.ndarray | None 
     if not keep.any():
         return np.zeros((0, 3), np.int64)
     links = np.column_stack([cand[keep], scores[keep]]).astype(np.int64)
+    if text is not None:  # same photo is not enough: a re-layout also keeps its copy
+        cache: dict[int, str] = {}
+
+        def copy_of(i: int) -> str:
+            if i not in cache:
+                cache[i] = text(i)
+            return cache[i]
+
+        links = links[[copy_similarity(copy_of(int(i)), copy_of(int(j))) >= copy_min for i, j, _ in links]]
+        if not len(links):
+            return np.zeros((0, 3), np.int64)
     if labels is None:
         return links
     # one link per pair of existing groups (the strongest): the rest says the same thing again
