@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 
 from adlens.cli import app
 from adlens.dedup.folder import find_duplicates
-from adlens.errors import InvalidInput
 from adlens.dedup.relayout import (
     DEFAULT_MIN_INLIERS,
     PhotoFeatures,
@@ -22,6 +21,7 @@ from adlens.dedup.relayout import (
     relayout_pairs,
     relayout_score,
 )
+from adlens.errors import InvalidInput
 from adlens.sample import corpus
 
 
