@@ -201,3 +201,30 @@ def test_small_index_is_not_coded(tmp_path):
     assert idx._scan is None
     idx.save(tmp_path / "small")
     assert not (tmp_path / "small" / "bounded_scan.npz").exists()
+
+
+def test_tiny_scores_fall_back_to_a_full_scan():
+    # bounds underflow below float32's normal range; the answer must still be the top-k
+    x = np.array([[1e-23], [2e-23], [3e-23]], np.float32)
+    q = np.array([1e-22], np.float32)
+    scores, rows, _ = BoundedScan().build(x).search(x, q, 2)
+    ref_s, ref_rows = brute(x, q, 2)  # subnormal products: float32 itself ties some of them
+    assert rows.tolist() == ref_rows.tolist() and scores.tolist() == ref_s.tolist()
+
+
+def test_codes_of_other_vectors_are_not_used_after_load(tmp_path):
+    x = structured(3000, 32, 20)
+    idx = VectorIndex(32, bounded_scan_min=100, bounded_scan_segments=(8,))
+    idx.add(x, ids=np.arange(3000))
+    idx.save(tmp_path / "ix")
+    old_codes = (tmp_path / "ix" / "bounded_scan.npz").read_bytes()
+    idx.remove(np.arange(50))
+    idx.add(structured(50, 32, 21) * 3, ids=np.arange(5000, 5050))  # same count, other vectors
+    idx.save(tmp_path / "ix")
+    (tmp_path / "ix" / "bounded_scan.npz").write_bytes(old_codes)  # as a crash mid-save could leave
+    with pytest.warns(UserWarning, match="other vectors"):
+        back = VectorIndex.load(tmp_path / "ix")
+    plain = VectorIndex(32, bounded_scan_min=None)
+    plain.add(back.get_vectors(back.ids), ids=back.ids)
+    for q in structured(10, 32, 22):
+        assert set(back.search(q, k=10)[1][0]) == set(plain.search(q, k=10)[1][0])

@@ -143,6 +143,8 @@ def stage_relayout(ctx: RunContext) -> dict:
     s = ctx.ws.settings
     if not s.dedup_relayout:
         return {"skipped": "re-layout stage switched off (set ADLENS_DEDUP_RELAYOUT=true to run it)"}
+    if s.relayout_min_inliers < 1:
+        return {"skipped": f"ADLENS_RELAYOUT_MIN_INLIERS must be >= 1, got {s.relayout_min_inliers}"}
     try:
         read = ocr_reader()
     except RuntimeError as e:
@@ -170,9 +172,13 @@ def stage_relayout(ctx: RunContext) -> dict:
         for done, f in enumerate(pool.map(features, images), 1):
             feats.append(f)
             tick(done, len(images))
-    def text(k: int) -> str:  # the copy check OCRs only images of photo matches
-        with Image.open(io.BytesIO(blobs.get(images[k].sha256))) as img:
-            return read(np.asarray(img.convert("RGB")))
+    def text(k: int) -> str | None:  # the copy check OCRs only images of photo matches
+        try:
+            with Image.open(io.BytesIO(blobs.get(images[k].sha256))) as img:
+                return read(np.asarray(img.convert("RGB")))
+        except Exception as e:  # noqa: BLE001 - a missing blob or an OCR failure: no link, reported
+            errors.append({"image_id": images[k].id, "ad_id": ads.get(images[k].id), "reason": f"copy check: {e}"})
+            return None
 
     links = ctx.ws.ledger().link_by_relayout([r.id for r in images], feats, s.relayout_min_inliers, text=text,
                                              progress=ctx.progress_for("re-layout pairs"))

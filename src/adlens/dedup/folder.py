@@ -169,6 +169,10 @@ def _relayout(files, ok, linked, settings, workers, min_inliers, progress):
     min_inliers = DEFAULT_MIN_INLIERS if min_inliers is None else int(min_inliers)
     if min_inliers < 1:
         raise InvalidInput(f"relayout min inliers must be >= 1, got {min_inliers}")
+    try:
+        read = ocr_reader()  # before any work: without OCR the stage cannot run
+    except RuntimeError as e:
+        raise InvalidInput(str(e)) from None
     with ThreadPoolExecutor(max_workers=workers or settings.workers) as pool:
         feats = list(pool.map(lambda i: _features_one(files[i], settings.max_file_bytes, settings.max_image_pixels), ok))
     errors = [{"path": str(files[ok[k]]), "reason": f} for k, f in enumerate(feats) if isinstance(f, str)]
@@ -176,14 +180,13 @@ def _relayout(files, ok, linked, settings, workers, min_inliers, progress):
     labels = np.full(len(ok), -1, np.int64)
     for gi, g in enumerate(group_pairs(len(ok), linked, min_size=1)):
         labels[g] = gi
-    try:
-        read = ocr_reader()
-    except RuntimeError as e:
-        raise InvalidInput(str(e)) from None
-
-    def text(k: int) -> str:  # only images with a photo match get here; they decoded above
-        img = open_checked(read_file(files[ok[k]], settings.max_file_bytes), str(files[ok[k]]), settings.max_image_pixels)
-        return read(np.asarray(img.convert("RGB")))
+    def text(k: int) -> str | None:  # only images with a photo match get here; they decoded above
+        try:
+            img = open_checked(read_file(files[ok[k]], settings.max_file_bytes), str(files[ok[k]]), settings.max_image_pixels)
+            return read(np.asarray(img.convert("RGB")))
+        except Exception as e:  # noqa: BLE001 - a file changed since, or OCR failed: no link, reported
+            errors.append({"path": str(files[ok[k]]), "reason": f"copy check: {e}"})
+            return None
 
     pairs = relayout_pairs(feats, labels, text=text, min_inliers=min_inliers, workers=workers or settings.workers,
                            progress=progress)

@@ -251,13 +251,13 @@ def copy_similarity(a: str, b: str) -> float:
 
 
 def relayout_pairs(features: Sequence[PhotoFeatures], labels: np.ndarray | None = None, *,
-                   text: Callable[[int], str] | None = None, min_inliers: int = DEFAULT_MIN_INLIERS,
+                   text: Callable[[int], str | None] | None = None, min_inliers: int = DEFAULT_MIN_INLIERS,
                    copy_min: float = DEFAULT_COPY_MIN, hist_min: float = DEFAULT_HIST_MIN,
                    aspect_ratio: float = DEFAULT_ASPECT_RATIO, workers: int = 2,
                    progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Re-layout links ``(i, j, inliers)`` with ``inliers >= min_inliers`` among candidate pairs;
-    with ``text`` (image index -> its OCR'd copy, asked only for images of photo matches) also
-    ``copy_similarity >= copy_min``; with ``labels`` (groups of earlier stages) only the strongest
+    with ``text`` (image index -> its OCR'd copy, or None when unreadable; asked only for images of
+    photo matches) also ``copy_similarity >= copy_min``; with ``labels`` (groups of earlier stages) only the strongest
     link between two groups."""
     cand = candidate_pairs(features, labels, hist_min=hist_min, aspect_ratio=aspect_ratio)
     scores = np.zeros(len(cand), np.int64)
@@ -276,14 +276,18 @@ def relayout_pairs(features: Sequence[PhotoFeatures], labels: np.ndarray | None 
         return np.zeros((0, 3), np.int64)
     links = np.column_stack([cand[keep], scores[keep]]).astype(np.int64)
     if text is not None:  # same photo is not enough: a re-layout also keeps its copy
-        cache: dict[int, str] = {}
+        cache: dict[int, str | None] = {}
 
-        def copy_of(i: int) -> str:
+        def copy_of(i: int) -> str | None:
             if i not in cache:
                 cache[i] = text(i)
             return cache[i]
 
-        links = links[[copy_similarity(copy_of(int(i)), copy_of(int(j))) >= copy_min for i, j, _ in links]]
+        def same_copy(i: int, j: int) -> bool:  # None = the copy could not be read: no link
+            a, b = copy_of(i), copy_of(j)
+            return a is not None and b is not None and copy_similarity(a, b) >= copy_min
+
+        links = links[[same_copy(int(i), int(j)) for i, j, _ in links]]
         if not len(links):
             return np.zeros((0, 3), np.int64)
     if labels is None:

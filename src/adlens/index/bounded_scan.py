@@ -194,7 +194,9 @@ def _int16_query(w: np.ndarray) -> tuple[np.ndarray, float, float]:
     """``w`` (float64) as int16 codes ``qi`` with ``w ~ t * qi``; returns ``(qi, t, max |w - t * qi|)``
     with ``t`` exactly the float32 the kernel multiplies by, so the bound uses the real residual."""
     amax = float(np.abs(w).max()) if len(w) else 0.0
-    t = float(np.float32(amax / 16383.0)) if amax > 0 else 1.0
+    t = float(np.float32(amax / 16383.0))
+    if t == 0.0:  # nothing to code, or below float32's range: all codes 0, the residual is all of w
+        t = 1.0
     qi = np.clip(np.rint(w / t), -16383, 16383).astype(np.int16)
     resid = float(np.abs(w - qi.astype(np.float64) * t).max()) if len(w) else 0.0
     return qi, t, resid
@@ -362,6 +364,8 @@ class BoundedScan:
             if len(rows) <= k:
                 break
 
+        if len(rows) < k:  # only when bounds underflow (scores below float32's normal range): scan all
+            rows = np.arange(n, dtype=np.int64)
         # exact scores of what is left; gathering most rows would cost more than one full pass
         read.append(len(rows))
         scores = (x @ q)[rows] if len(rows) > n // 4 else x[rows] @ q
@@ -396,6 +400,13 @@ class BoundedScan:
             nseg = len(obj.bounds) - 1
             for key in ("codes", "err", "l1", "rest"):
                 setattr(obj, key, [z[f"{key}_{i}"] for i in range(nseg)])
+        # the kernels get raw pointers: exact dtypes and C order, or nothing
+        obj.rotation, obj.scale, obj.x_norm = (np.ascontiguousarray(a, np.float32) for a in (obj.rotation, obj.scale, obj.x_norm))
+        if any(c.dtype != np.int8 for c in obj.codes):
+            raise ValueError(f"{path}: codes are not int8")
+        obj.codes = [np.ascontiguousarray(c) for c in obj.codes]
+        for key in ("err", "l1", "rest"):
+            setattr(obj, key, [np.ascontiguousarray(a, np.float32) for a in getattr(obj, key)])
         obj.dim = obj.rotation.shape[0]
         obj.n = len(obj.x_norm)
         widths = [b - a for a, b in itertools.pairwise(obj.bounds)]

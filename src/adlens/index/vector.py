@@ -231,7 +231,10 @@ class VectorIndex:
             self._index.add_with_ids(x, ids)
         self._append(ids, meta)
         if self._scan is not None:
-            self._scan.extend(x)
+            try:
+                self._scan.extend(x)
+            except Exception:  # noqa: BLE001 - the codes are a cache: drop them, rebuilt on demand
+                self._scan = None
         return ids
 
     def _check_metadata(self, metadata, n: int) -> dict[str, np.ndarray]:
@@ -274,8 +277,11 @@ class VectorIndex:
         # an IVF hash direct map only accepts an explicit id array
         sel = faiss.IDSelectorArray(present) if self._kind == "ivf" else faiss.IDSelectorBatch(present)
         removed = int(self._index.remove_ids(sel))
-        if self._scan is not None:
-            self._scan.keep_rows(keep)  # the flat index compacts its rows in order, like _ids
+        if self._scan is not None:  # the flat index compacts its rows in order, like _ids
+            try:
+                self._scan.keep_rows(keep)
+            except Exception:  # noqa: BLE001 - a cache out of step: drop it, rebuilt on demand
+                self._scan = None
         self._ids = self._ids[keep]
         self._meta = {k: v[keep] for k, v in self._meta.items()}
         return removed
@@ -393,6 +399,15 @@ class VectorIndex:
             self._scan = BoundedScan(segments=self.bounded_scan_segments, seed=self.random_state).build(self._flat_rows())
         return self._scan
 
+    def _scan_matches(self, scan: BoundedScan, sample: int = 512) -> bool:
+        """Do the codes' stored vector norms match the index's rows (a sample)? Catches codes
+        left by an older save next to an index with the same shape but other vectors."""
+        if len(self) == 0:
+            return True
+        rows = np.random.default_rng(0).choice(len(self), min(sample, len(self)), replace=False)
+        norms = np.linalg.norm(self._flat_rows()[rows].astype(np.float64), axis=1)
+        return bool(np.allclose(norms, scan.x_norm[rows], rtol=1e-5, atol=1e-30))
+
     def _bounded_search(self, q: np.ndarray, k: int):
         scan = self.prepare_bounded_scan()
         x = self._flat_rows()
@@ -486,6 +501,8 @@ class VectorIndex:
         faiss = _faiss()
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
+        # codes go first and come back last: a crash in between leaves no codes, never stale ones
+        (d / "bounded_scan.npz").unlink(missing_ok=True)
         tmp_index = d / "index.faiss.tmp"
         faiss.write_index(self._index, str(tmp_index))
         tmp_ids = d / "ids.tmp.npz"
@@ -500,8 +517,6 @@ class VectorIndex:
         os.replace(tmp_cfg, d / "config.json")
         if scan is not None:
             os.replace(d / "bounded_scan.tmp.npz", d / "bounded_scan.npz")
-        else:
-            (d / "bounded_scan.npz").unlink(missing_ok=True)  # never pair an index with stale codes
         return d
 
     @classmethod
@@ -545,11 +560,11 @@ class VectorIndex:
             except (OSError, ValueError, KeyError) as e:
                 warnings.warn(f"{scan_path}: unreadable ({e}); the codes are rebuilt on the first search")
             else:
-                if scan.n == len(obj) and scan.dim == obj.dim:
+                if scan.n == len(obj) and scan.dim == obj.dim and obj._scan_matches(scan):
                     obj._scan = scan
                 else:
-                    warnings.warn(f"{scan_path}: codes for {scan.n} x {scan.dim} vectors, index has "
-                                  f"{len(obj)} x {obj.dim}; rebuilt on the first search")
+                    warnings.warn(f"{scan_path}: codes for other vectors than the index's ({scan.n} x {scan.dim} vs "
+                                  f"{len(obj)} x {obj.dim}, or other norms); rebuilt on the first search")
         return obj
 
     def __repr__(self) -> str:

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from adlens.dedup.index import HashIndex
 from adlens.dedup.match import DEFAULT_DHASH_RADIUS, DEFAULT_PHASH_RADIUS
+from adlens.errors import InvalidInput
 from adlens.store import schema
 from adlens.types import ImageHashes
 
@@ -233,6 +234,8 @@ class Ledger:
         Links are stored with method ``"relayout"`` and distance ``1 / inliers``."""
         from adlens.dedup.relayout import relayout_pairs
 
+        if int(min_inliers) < 1:
+            raise InvalidInput(f"relayout min inliers must be >= 1, got {min_inliers}")
         image_ids = np.asarray(image_ids, dtype=np.int64)
         pairs = relayout_pairs(features, self._canonical_labels(image_ids), text=text, min_inliers=min_inliers,
                                progress=progress)
