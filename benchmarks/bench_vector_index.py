@@ -66,7 +66,7 @@ def single_latencies(idx: VectorIndex, q: np.ndarray, k: int) -> list[float]:
     return ts
 
 
-def paired_latencies(plain: VectorIndex, fast: VectorIndex, q: np.ndarray, k: int):
+def paired_latencies(plain: VectorIndex, fast: VectorIndex, q: np.ndarray, k: int, filter=None):
     """Single queries alternately on both indexes (the VM's speed drifts); answers compared."""
     plain.search(q[:2], k)
     t = time.perf_counter()
@@ -78,7 +78,7 @@ def paired_latencies(plain: VectorIndex, fast: VectorIndex, q: np.ndarray, k: in
         out = {}
         for idx in order:
             t = time.perf_counter()
-            out[id(idx)] = idx.search(q[i : i + 1], k)
+            out[id(idx)] = idx.search(q[i : i + 1], k, filter=filter)
             (tp if idx is plain else tf).append(time.perf_counter() - t)
         (sp, ip), (sf, if_) = out[id(plain)], out[id(fast)]
         same += bool(np.allclose(sp, sf, rtol=1e-5, atol=1e-5) and set(ip[0]) == set(if_[0]))
@@ -158,16 +158,20 @@ def main(argv=None) -> int:
         sets.append(("real-embedding spectrum", 1280, spectrum[:n_exact], spectrum[n_exact:]))
     else:
         print(f"(no real-embedding spectrum: no data at {args.data})")
+    # a category per vector: 10 categories of 10 % and one of 2 % (exact_filter_max brute force below 20k)
+    cats = np.random.default_rng(6).choice(np.array([f"c{i}" for i in range(11)]), n_exact, p=[0.098] * 10 + [0.02])
     for name, d, xb, q in sets:
         plain = VectorIndex(d, approx_threshold=None, num_threads=threads, bounded_scan_min=None)
         fast = VectorIndex(d, approx_threshold=None, num_threads=threads, bounded_scan_min=1)
-        plain.add(xb)
-        fast.add(xb)
-        tp, tf, same, build = paired_latencies(plain, fast, q, k)
-        tp, tf = sorted(tp), sorted(tf)
-        print(f"| {name} | {d} | {statistics.median(tp) * 1000:.2f} ({tp[int(0.9 * len(tp))] * 1000:.2f}) "
-              f"| **{statistics.median(tf) * 1000:.2f}** ({tf[int(0.9 * len(tf))] * 1000:.2f}) | {build:.1f} s "
-              f"| {same}/{len(q)} | {batch_ms(plain, q, k):.3f} |", flush=True)
+        plain.add(xb, metadata={"category": cats})
+        fast.add(xb, metadata={"category": cats})
+        for label, flt in (("", None), (", filter 1 category (~10 %)", {"category": "c0"}),
+                           (", filter 9 categories (~88 %)", {"category": [f"c{i}" for i in range(1, 10)]})):
+            tp, tf, same, build = paired_latencies(plain, fast, q, k, flt)
+            tp, tf = sorted(tp), sorted(tf)
+            print(f"| {name}{label} | {d} | {statistics.median(tp) * 1000:.2f} ({tp[int(0.9 * len(tp))] * 1000:.2f}) "
+                  f"| **{statistics.median(tf) * 1000:.2f}** ({tf[int(0.9 * len(tf))] * 1000:.2f}) | {build:.1f} s "
+                  f"| {same}/{len(q)} | {batch_ms(plain, q, k) if flt is None else float('nan'):.3f} |", flush=True)
         del xb, plain, fast
     del sets, spectrum
     if args.exact_only:

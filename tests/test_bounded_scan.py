@@ -228,3 +228,38 @@ def test_codes_of_other_vectors_are_not_used_after_load(tmp_path):
     plain.add(back.get_vectors(back.ids), ids=back.ids)
     for q in structured(10, 32, 22):
         assert set(back.search(q, k=10)[1][0]) == set(plain.search(q, k=10)[1][0])
+
+
+def test_filtered_search_equals_brute_force_over_allowed_rows():
+    x = structured(3000, 48, 30)
+    scan = BoundedScan(segments=(12,)).build(x)
+    rng = np.random.default_rng(31)
+    for q, frac in zip(structured(12, 48, 32), [0.5, 0.1, 0.01, 0.003] * 3):
+        allowed = rng.random(len(x)) < frac
+        scores, rows, _ = scan.search(x, q, 10, allowed=allowed)
+        sub = np.flatnonzero(allowed)
+        ref_s, ref_rows = brute(x[sub], q, 10)
+        assert rows.tolist() == sub[ref_rows].tolist() or np.allclose(scores, ref_s, rtol=1e-6, atol=2e-6)
+        np.testing.assert_allclose(scores, ref_s, rtol=1e-6, atol=2e-6)
+        assert allowed[rows].all() and len(rows) == min(10, len(sub))
+    assert len(scan.search(x, x[0], 5, allowed=np.zeros(len(x), bool))[1]) == 0
+    with pytest.raises(ValueError, match="one bool per row"):
+        scan.search(x, x[0], 5, allowed=np.ones(7, bool))
+
+
+def test_vector_index_filters_through_the_scan_match_faiss():
+    x = structured(4000, 40, 33)
+    cats = np.array(["shoes", "hats", "bags", "rare"])[np.random.default_rng(34).choice(4, 4000, p=[.5, .3, .199, .001])]
+    ids = np.arange(4000) * 3 + 1
+    fast = VectorIndex(40, bounded_scan_min=1000, bounded_scan_segments=(10,))
+    plain = VectorIndex(40, bounded_scan_min=None)
+    for idx in (fast, plain):
+        idx.add(x, ids=ids, metadata={"category": cats})
+    for q in structured(8, 40, 35):
+        for flt in ({"category": "shoes"}, {"category": ["hats", "rare"]}, {"category": "rare"},
+                    {"category": "none-such"}, ids[::7].tolist(), [ids[3], 999_999]):
+            sa, ia = fast.search(q, k=10, filter=flt)
+            sb, ib = plain.search(q, k=10, filter=flt)
+            np.testing.assert_allclose(sa, sb, rtol=1e-6, atol=2e-6)  # includes -inf padding
+            assert set(ia[0].tolist()) == set(ib[0].tolist())
+    assert fast._scan is not None
