@@ -206,3 +206,20 @@ def test_constructor_validation():
         VectorIndex(4, approx="lsh")
     with pytest.raises(KeyError):
         VectorIndex(4).get_vectors([1])
+
+
+def test_metadata_filter_stays_right_across_adds_and_removes():
+    # the filter caches integer codes per metadata column: they must follow every change
+    rng = np.random.default_rng(40)
+    idx = VectorIndex(4, approx_threshold=None)
+    cats = rng.choice(["a", "b", "c"], 300)
+    idx.add(rng.standard_normal((300, 4)).astype(np.float32), ids=np.arange(300), metadata={"cat": cats})
+    assert idx.allowed_ids({"cat": "a"}).tolist() == np.flatnonzero(cats == "a").tolist()
+    more = rng.choice(["a", "d"], 100)
+    idx.add(rng.standard_normal((100, 4)).astype(np.float32), ids=np.arange(300, 400), metadata={"cat": more})
+    all_cats = np.concatenate([cats, more])
+    assert idx.allowed_ids({"cat": ["a", "d"]}).tolist() == np.flatnonzero(np.isin(all_cats, ["a", "d"])).tolist()
+    idx.remove(np.arange(0, 400, 2))
+    keep = np.arange(1, 400, 2)
+    assert idx.allowed_ids({"cat": "d"}).tolist() == keep[all_cats[keep] == "d"].tolist()
+    assert idx.allowed_ids({"cat": "zzz"}).tolist() == []

@@ -338,6 +338,16 @@ class VectorIndex:
         """The ids a ``filter`` (id collection or metadata dict) lets through, sorted."""
         return np.sort(self._ids[self._allowed_rows(filter)])
 
+    def _column_codes(self, col: str) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct values, code per row) of a metadata column, cached until the rows change."""
+        cache = self.__dict__.setdefault("_codes_cache", {})
+        column = self._meta[col]
+        hit = cache.get(col)
+        if hit is None or hit[0] is not column:  # every add/remove makes new column arrays
+            uniq, codes = np.unique(column, return_inverse=True)
+            cache[col] = hit = (column, uniq, codes.reshape(-1))
+        return hit[1], hit[2]
+
     def _allowed_rows(self, filter) -> np.ndarray:
         """A bool per row (insertion order): does ``filter`` let it through?"""
         if isinstance(filter, Mapping):
@@ -346,7 +356,9 @@ class VectorIndex:
                 if col not in self._meta:
                     raise KeyError(f"no metadata column {col!r}; have {sorted(self._meta)}")
                 vals = np.asarray(list(want) if isinstance(want, (list, tuple, set, frozenset)) else [want])
-                mask &= np.isin(self._meta[col], vals)
+                uniq, codes = self._column_codes(col)
+                # compare the few distinct values, then integer codes: strings are slow to compare
+                mask &= np.isin(uniq, vals)[codes]
             return mask
         return np.isin(self._ids, self._id_array(filter, "filter"))
 
