@@ -111,6 +111,21 @@ def stage_embed(ctx: RunContext) -> dict:
     return {"jobs": [embed_workspace(ctx.ws, kind, emb, progress=ctx.progress_for(f"embed {kind} ({emb.modality})")) for kind, emb in jobs]}
 
 
+def _first_ad_by_image(conn: sa.Connection) -> dict[int, str]:
+    """image id -> the first ad id (alphabetically) showing it, to name links in reports."""
+    c = schema.creatives
+    ads: dict[int, str] = {}
+    for image_id, ad_id in conn.execute(sa.select(c.c.image_id, c.c.ad_id).order_by(c.c.ad_id)):
+        ads.setdefault(image_id, ad_id)
+    return ads
+
+
+def _name_links(links: list[dict], ads: dict[int, str]) -> list[dict]:
+    for link in links:
+        link["ad_a"], link["ad_b"] = ads.get(link["image_a"]), ads.get(link["image_b"])
+    return links
+
+
 def stage_cascade(ctx: RunContext) -> dict:
     """Embedding dedup over the ledger's ad images (switch: ADLENS_DEDUP_CASCADE)."""
     from adlens.embed.base import get_embedder
@@ -124,15 +139,12 @@ def stage_cascade(ctx: RunContext) -> dict:
     keys, vectors = ctx.ws.embeddings.load(model_id, "ads")
     pos = {k: i for i, k in enumerate(keys)}
     shas = [h for h in shas if h in pos]
-    im, c = schema.images, schema.creatives
+    im = schema.images
     with ctx.ws.engine.connect() as conn:
         ids = dict(conn.execute(sa.select(im.c.sha256, im.c.id).where(im.c.sha256.in_(shas))).all())
-        ads = {}
-        for image_id, ad_id in conn.execute(sa.select(c.c.image_id, c.c.ad_id).order_by(c.c.ad_id)):
-            ads.setdefault(image_id, ad_id)
-    links = ctx.ws.ledger().link_by_embedding([ids[h] for h in shas], vectors[[pos[h] for h in shas]], s.cascade_threshold)
-    for link in links:
-        link["ad_a"], link["ad_b"] = ads.get(link["image_a"]), ads.get(link["image_b"])
+        ads = _first_ad_by_image(conn)
+    links = _name_links(ctx.ws.ledger().link_by_embedding([ids[h] for h in shas], vectors[[pos[h] for h in shas]],
+                                                          s.cascade_threshold), ads)
     return {"threshold": s.cascade_threshold, "images": len(shas), "new_links": len(links), "links": links}
 
 
@@ -149,19 +161,20 @@ def stage_relayout(ctx: RunContext) -> dict:
         read = ocr_reader()
     except RuntimeError as e:
         return {"skipped": str(e)}
-    im, c = schema.images, schema.creatives
+    im = schema.images
     with ctx.ws.engine.connect() as conn:
         images = conn.execute(sa.select(im.c.id, im.c.sha256).join(schema.ledger, schema.ledger.c.image_id == im.c.id)
                               .order_by(im.c.id)).all()
-        ads = {}
-        for image_id, ad_id in conn.execute(sa.select(c.c.image_id, c.c.ad_id).order_by(c.c.ad_id)):
-            ads.setdefault(image_id, ad_id)
+        ads = _first_ad_by_image(conn)
     blobs, errors = ctx.ws.blobs, []
+
+    def rgb(sha256: str) -> np.ndarray:
+        with Image.open(io.BytesIO(blobs.get(sha256))) as img:
+            return np.asarray(img.convert("RGB"))
 
     def features(row):
         try:
-            with Image.open(io.BytesIO(blobs.get(row.sha256))) as img:
-                return photo_features(np.asarray(img.convert("RGB")))
+            return photo_features(rgb(row.sha256))
         except (OSError, ValueError) as e:  # the blob was validated at ingest; report, do not stop
             errors.append({"image_id": row.id, "ad_id": ads.get(row.id), "reason": str(e)})
             return PhotoFeatures(aspect=1.0)  # no photo box: never a candidate
@@ -174,16 +187,13 @@ def stage_relayout(ctx: RunContext) -> dict:
             tick(done, len(images))
     def text(k: int) -> str | None:  # the copy check OCRs only images of photo matches
         try:
-            with Image.open(io.BytesIO(blobs.get(images[k].sha256))) as img:
-                return read(np.asarray(img.convert("RGB")))
+            return read(rgb(images[k].sha256))
         except Exception as e:  # noqa: BLE001 - a missing blob or an OCR failure: no link, reported
             errors.append({"image_id": images[k].id, "ad_id": ads.get(images[k].id), "reason": f"copy check: {e}"})
             return None
 
-    links = ctx.ws.ledger().link_by_relayout([r.id for r in images], feats, s.relayout_min_inliers, text=text,
-                                             progress=ctx.progress_for("re-layout pairs"))
-    for link in links:
-        link["ad_a"], link["ad_b"] = ads.get(link["image_a"]), ads.get(link["image_b"])
+    links = _name_links(ctx.ws.ledger().link_by_relayout([r.id for r in images], feats, s.relayout_min_inliers,
+                                                         text=text, progress=ctx.progress_for("re-layout pairs")), ads)
     return {"min_inliers": s.relayout_min_inliers, "images": len(images), "new_links": len(links),
             "links": links, "errors": errors}
 

@@ -34,10 +34,23 @@ def _hash_one(path: Path, max_bytes: int, max_pixels: int):
         open_checked(data, str(path), max_pixels)  # header checks before any decoding
         return hashing.hash_image(data)  # JPEG draft-mode decode; truncation raises here
     except InvalidInput as e:
-        msg = str(e)
-        return msg if str(path) in msg else f"{path}: {msg}"
+        return _reason(path, e)
     except MemoryError:
         return f"{path}: image too large to decode in memory"
+
+
+def _reason(path: Path, e: Exception) -> str:
+    """The error's message, naming the file once."""
+    msg = str(e)
+    return msg if str(path) in msg else f"{path}: {msg}"
+
+
+def _group_labels(n: int, pairs) -> np.ndarray:
+    """Group number per file from the links found so far (files alone are groups of one)."""
+    labels = np.full(n, -1, np.int64)
+    for gi, g in enumerate(group_pairs(n, pairs, min_size=1)):
+        labels[g] = gi
+    return labels
 
 
 def find_duplicates(
@@ -138,9 +151,7 @@ def _cascade(files, ok, hash_pairs, threshold):
 
     threshold = DEFAULT_COSINE_THRESHOLD if threshold is None else threshold
     res = get_embedder(DEFAULT_IMAGE_MODEL).embed_files([files[i] for i in ok])
-    labels = np.full(len(ok), -1, np.int64)
-    for gi, g in enumerate(group_pairs(len(ok), hash_pairs, min_size=1)):
-        labels[g] = gi
+    labels = _group_labels(len(ok), hash_pairs)
     pairs = embedding_pairs(res.vectors, threshold)
     if len(pairs):  # rows of res.vectors are positions in res.ok, i.e. among the hashed files
         pairs[:, 0], pairs[:, 1] = res.ok[pairs[:, 0].astype(int)], res.ok[pairs[:, 1].astype(int)]
@@ -156,8 +167,7 @@ def _features_one(path: Path, max_bytes: int, max_pixels: int):
         img = open_checked(read_file(path, max_bytes), str(path), max_pixels)
         return photo_features(np.asarray(img.convert("RGB")))
     except InvalidInput as e:
-        msg = str(e)
-        return msg if str(path) in msg else f"{path}: {msg}"
+        return _reason(path, e)
     except (OSError, ValueError, MemoryError) as e:  # decoding errors surface here
         return f"{path}: cannot decode for the re-layout stage ({e})"
 
@@ -177,9 +187,8 @@ def _relayout(files, ok, linked, settings, workers, min_inliers, progress):
         feats = list(pool.map(lambda i: _features_one(files[i], settings.max_file_bytes, settings.max_image_pixels), ok))
     errors = [{"path": str(files[ok[k]]), "reason": f} for k, f in enumerate(feats) if isinstance(f, str)]
     feats = [PhotoFeatures(aspect=1.0) if isinstance(f, str) else f for f in feats]  # no box: never a candidate
-    labels = np.full(len(ok), -1, np.int64)
-    for gi, g in enumerate(group_pairs(len(ok), linked, min_size=1)):
-        labels[g] = gi
+    labels = _group_labels(len(ok), linked)
+
     def text(k: int) -> str | None:  # only images with a photo match get here; they decoded above
         try:
             img = open_checked(read_file(files[ok[k]], settings.max_file_bytes), str(files[ok[k]]), settings.max_image_pixels)

@@ -139,6 +139,7 @@ class VectorIndex:
         self.bounded_scan_min = None if bounded_scan_min is None else int(bounded_scan_min)
         self.bounded_scan_segments = tuple(int(c) for c in bounded_scan_segments)
         self._scan: BoundedScan | None = None  # rows align with the flat index's rows
+        self._codes_cache: dict[str, tuple] = {}  # metadata column -> (array, distinct values, codes)
         faiss = _faiss()
         self._threads = int(num_threads) if num_threads else int(faiss.omp_get_max_threads())
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
@@ -340,12 +341,11 @@ class VectorIndex:
 
     def _column_codes(self, col: str) -> tuple[np.ndarray, np.ndarray]:
         """(distinct values, code per row) of a metadata column, cached until the rows change."""
-        cache = self.__dict__.setdefault("_codes_cache", {})
         column = self._meta[col]
-        hit = cache.get(col)
+        hit = self._codes_cache.get(col)
         if hit is None or hit[0] is not column:  # every add/remove makes new column arrays
             uniq, codes = np.unique(column, return_inverse=True)
-            cache[col] = hit = (column, uniq, codes.reshape(-1))
+            self._codes_cache[col] = hit = (column, uniq, codes.reshape(-1))
         return hit[1], hit[2]
 
     def _allowed_rows(self, filter) -> np.ndarray:
