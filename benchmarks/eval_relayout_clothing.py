@@ -56,8 +56,32 @@ def pair_auc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float((below + 0.5 * equal).sum() / (len(pos) * len(neg)))
 
 
+def visible_crop(c) -> tuple[float, float, float, float]:
+    """The part of the source photo a rendered creative shows, as fractions ``(x0, y0, x1, y1)`` of
+    the photo (the renderer's own crop rule, ``corpus._photo_region``)."""
+    w, h = c.size
+    x0, y0, x1, y1 = corpus._px(corpus._layout(c.size_class, c.layout, c.geom)["photo"], w, h)
+    pw, ph = corpus._photo(c.photo).size
+    aspect = (x1 - x0) / (y1 - y0)
+    cw = min(pw, ph * aspect) / c.zoom
+    ch = cw / aspect
+    cx0 = min(max(c.center[0] * pw - cw / 2, 0), pw - cw)
+    cy0 = min(max(c.center[1] * ph - ch / 2, 0), ph - ch)
+    return cx0 / pw, cy0 / ph, (cx0 + cw) / pw, (cy0 + ch) / ph
+
+
+def shared_photo(a, b) -> float:
+    """Area both crops show, as a share of the smaller crop: 0 = the two sizes show disjoint parts
+    of the photo (nothing to match), 1 = one shows all of the other's."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return ix * iy / small if small > 0 else 0.0
+
+
 def build(n_campaigns: int, seed: int):
-    """[(campaign, photo index, kind, PIL image)] rendered from real photos and real copy."""
+    """[(campaign, photo index, kind, PIL image, visible photo crop)] rendered from real photos and
+    real copy."""
     by_label: dict[str, list[str]] = {}
     with open(DATA / "clothing" / "labels.csv", newline="") as f:
         for r in csv.DictReader(f):
@@ -85,8 +109,9 @@ def build(n_campaigns: int, seed: int):
                            zoom=round(rnd.uniform(1.0, 1.3), 3), center=(0.5, 0.5), flip=False)
             for k, p in enumerate(photos):
                 c = replace(base, photo=p)
-                items.append((camp, k, "banner", corpus.render_creative(c)))
-                items.append((camp, k, "relayout", corpus.render_creative(corpus._relayout(rnd, c))))
+                r = corpus._relayout(rnd, c)
+                items.append((camp, k, "banner", corpus.render_creative(c), visible_crop(c)))
+                items.append((camp, k, "relayout", corpus.render_creative(r), visible_crop(r)))
     return items
 
 
@@ -121,7 +146,7 @@ def orb_features(items, ocr: bool):
         if reader is None:
             raise SystemExit("--ocr needs rapidocr-onnxruntime")
     feats = []
-    for *_, img in items:
+    for img in (it[3] for it in items):
         rgb = np.asarray(img)
         g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         s = 2.0 if max(g.shape) < 400 else 1.0  # banners are small: more keypoints at 2x
@@ -193,6 +218,18 @@ def main() -> int:
     report("the same, only pairs whose aspect ratios differ by > 1.25x (what a cascade stage would score)",
            np.where(differ, sift, 0.0), lab, (3, 5, 8, 12, 20))
     print(f"\nno photo region found: {np.mean([len(f.boxes) == 0 for f in PF]):.3f} of the banners")
+    # A re-layout can only be matched on what both sizes show of the photo: recall by that share
+    pos = lab == 1
+    share = np.array([shared_photo(items[i][4], items[j][4]) for i, j, _ in P[pos]])
+    linked = np.where(differ, sift, 0.0)[pos] >= relayout.DEFAULT_MIN_INLIERS
+    print(f"\nre-layouts linked at the default {relayout.DEFAULT_MIN_INLIERS} inliers, by the share of the photo "
+          "both sizes show (intersection / smaller crop):\n")
+    print("| shared photo | re-layouts | linked |")
+    print("|---|---:|---:|")
+    for lo, hi in ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.01)):
+        m = (share >= lo) & (share < hi)
+        if m.any():
+            print(f"| {lo:.2f}-{min(hi, 1.0):.2f} | {int(m.sum())} | {linked[m].mean():.3f} ({int(linked[m].sum())}) |")
     if args.skip_orb:
         return 0
     t = time.time()

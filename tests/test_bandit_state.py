@@ -75,6 +75,7 @@ def test_conversion_and_dwell(engine):
     s.record_event("v1", "d1", "conversion")
     s.record_event("w1", "d1", "dwell", 1500.0)
     s.record_event("w2", "d1", "dwell", 500.0)
+    s.record_event("w3", "d1", "dwell", 0)  # ints and the bounds themselves are fine
     a = s.arms(["a"])["a"]
     assert a.conversions == 1 and a.dwell_ms == 2000.0
     assert s.decision("d1")["dwell_ms"] == 2000.0
@@ -86,6 +87,11 @@ def test_conversion_and_dwell(engine):
     ({"event_id": "", "decision_id": "d1", "type": "click"}, InvalidInput, "event_id"),
     ({"event_id": "e", "decision_id": "d1", "type": "dwell"}, InvalidInput, "dwell event needs value"),
     ({"event_id": "e", "decision_id": "d1", "type": "dwell", "value": -3.0}, InvalidInput, "dwell"),
+    # unbounded dwell sums overflowed to inf and broke `bandit export` / `arms --json`
+    ({"event_id": "e", "decision_id": "d1", "type": "dwell", "value": 1e308}, InvalidInput, "a day"),
+    ({"event_id": "e", "decision_id": "d1", "type": "dwell", "value": 86_400_001.0}, InvalidInput, "a day"),
+    ({"event_id": "e", "decision_id": "d1", "type": "conversion", "value": float("nan")}, InvalidInput, "finite"),
+    ({"event_id": "e", "decision_id": "d1", "type": "click", "value": "12"}, InvalidInput, "finite number"),
 ])
 def test_bad_events_are_rejected_and_change_nothing(engine, kwargs, err, match):
     s = BanditStore(engine)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import random
 import threading
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -119,14 +120,32 @@ def test_cold_start_prior_comes_from_predicted_quality(client):
 def test_feedback_is_idempotent_and_late_clicks_count(client):
     d = client.post("/v1/select", json={"context": {"article_id": "art02"}, "candidates": ADS[:5]}).json()
     ev = {"event_id": "click-x", "decision_id": d["decision_id"], "type": "click"}
-    before = {a["arm_id"]: a for a in client.get("/v1/arms").json()["arms"]}[d["chosen"]]["clicks"]
+
+    def clicks():
+        return {a["arm_id"]: a for a in client.get("/v1/arms").json()["arms"]}[d["chosen"]]["clicks"]
+
+    def age(decision_id, delta):  # as if the decision had been made ``delta`` ago
+        with client.service.ws.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE bandit_decisions SET created_at = :t WHERE decision_id = :d"),
+                         {"t": datetime.now(UTC) - delta, "d": decision_id})
+
+    before = clicks()
+    age(d["decision_id"], timedelta(minutes=20))  # clicks arrive minutes after the decision
     r1 = client.post("/v1/feedback", json=ev)
     r2 = client.post("/v1/feedback", json=ev)
     assert r1.status_code == r2.status_code == 200
     assert r1.json()["status"] == "counted" and r2.json()["status"] == "duplicate"
-    after = {a["arm_id"]: a for a in client.get("/v1/arms").json()["arms"]}[d["chosen"]]["clicks"]
-    assert after == before + 1
+    assert clicks() == before + 1
     assert client.post("/v1/feedback", json={**ev, "type": "conversion"}).status_code == 409
+    # later than the feedback window (7 days by default): stored, not counted
+    d2 = client.post("/v1/select", json={"context": {"article_id": "art03"}, "candidates": ADS[:5]}).json()
+    age(d2["decision_id"], timedelta(days=8))
+    n = clicks() if d2["chosen"] == d["chosen"] else None
+    r = client.post("/v1/feedback", json={"event_id": "click-late", "decision_id": d2["decision_id"], "type": "click"})
+    assert r.status_code == 200 and r.json()["status"] == "recorded"
+    assert client.service.store.decision(d2["decision_id"])["clicked"] == 0
+    if n is not None:
+        assert clicks() == n
 
 
 @pytest.mark.parametrize("path, body, status, match", [
@@ -158,7 +177,13 @@ def test_malformed_json_and_huge_bodies(trained):
     ws, svc = _service(trained, max_body_bytes=2048)
     with TestClient(create_app(svc)) as c:
         r = c.post("/v1/select", content=b"{not json", headers={"content-type": "application/json"})
-        assert r.status_code == 422
+        assert r.status_code == 422 and r.json()["detail"].startswith("request body: invalid JSON at character 1")
+        r = c.post("/v1/feedback", content=b"", headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["detail"] == "request body: a JSON object is required"
+        r = c.post("/v1/feedback", json={"decision_id": "d", "type": "click"})
+        assert r.status_code == 422 and r.json()["detail"] == "event_id: Field required"
+        r = c.post("/v1/select", content=b"{}", headers={"content-type": "application/json", "content-length": "abc"})
+        assert r.status_code == 400 and "Content-Length must be a number" in r.json()["detail"]
         r = c.post("/v1/select", json={"context": {"text": "x" * 5000}, "candidates": ["ad01"]})
         assert r.status_code == 413 and "larger than 2048" in r.json()["detail"]
         r = c.post("/v1/select", json={"context": {"article_id": "art00"}, "candidates": ADS[:3] * 1})
@@ -206,16 +231,29 @@ def test_health_metrics_and_openapi(client):
 
 @pytest.mark.parametrize("policy", ["thompson", "ucb1", "epsilon_greedy:epsilon=0.2", "linucb"])
 def test_every_policy_serves_and_learns(trained, policy):
+    """Two arms; the one the policy favours less at first is clicked every time it is served, the
+    other never: after 100 decisions every policy serves the clicked one with probability >= 0.5."""
     ws, svc = _service(trained, policy=policy)
+    pair, ctx = ADS[22:24], {"article_id": "art05"}
+
+    def p_of(d):
+        return {x["id"]: x["p"] for x in d["candidates"]}
+
     with TestClient(create_app(svc)) as c:
-        for i in range(30):
-            d = c.post("/v1/select", json={"context": {"article_id": f"art{i % 24:02d}"}, "candidates": ADS[:6]}).json()
+        first = c.post("/v1/select", json={"context": ctx, "candidates": pair}).json()
+        underdog = min(pair, key=lambda a: (p_of(first)[a], a))
+        p0, clicks = p_of(first)[underdog], 0
+        for i in range(100):
+            d = c.post("/v1/select", json={"context": ctx, "candidates": pair}).json()
             assert sum(x["p"] for x in d["candidates"]) == pytest.approx(1.0)
-            if d["chosen"] == "ad00":
-                assert c.post("/v1/feedback", json={"event_id": f"{policy}-{i}", "decision_id": d["decision_id"],
+            if d["chosen"] == underdog:
+                clicks += 1
+                assert c.post("/v1/feedback", json={"event_id": f"learn-{policy}-{i}", "decision_id": d["decision_id"],
                                                     "type": "click"}).json()["status"] == "counted"
+        last = c.post("/v1/select", json={"context": ctx, "candidates": pair}).json()
     svc.close()
     ws.close()
+    assert clicks > 0 and p_of(last)[underdog] >= 0.5 and p_of(last)[underdog] > p0, (p0, clicks, p_of(last))
 
 
 def test_concurrent_select_and_feedback_over_http_lose_nothing(trained):
@@ -345,6 +383,17 @@ def test_bandit_cli_errors_are_clear(trained, tmp_path):
     assert r.exit_code == 2
     r = _run("bandit", "simulate", "--policies", "nope")
     assert r.exit_code == 2 and "unknown policy" in r.output
+    good = tmp_path / "good.csv"
+    good.write_text("action,reward,propensity,x\na,1,0.5,0.1\nb,0,0.5,0.2\na,0,0.5,0.3\nb,1,0.5,0.4\n")
+    for spec in ("greedy-model:0.1", "greedy-model:epsilon=2", "greedy-model:eps=0.1", "uniform:foo=1"):
+        r = _run("bandit", "ope", str(good), "--policy", spec)  # was an IndexError traceback / silently accepted
+        assert r.exit_code == 2 and spec in r.output and "Traceback" not in r.output, (spec, r.output)
+    r = _run("bandit", "ope", str(good), "--policy", "greedy-model:epsilon=0.1", "--json")
+    assert r.exit_code == 0, r.output
+    w = tmp_path / "w.json"
+    w.write_text("[1, 2]")
+    r = _run("serve", "--workspace", str(trained.workspace), "--weights", str(w))  # was an AttributeError
+    assert r.exit_code == 2 and "not a weights object" in r.output, r.output
 
 
 def test_bandit_simulate_report(tmp_path):
@@ -444,6 +493,30 @@ def test_a_failed_decision_write_raises_and_undoes_the_in_memory_count(trained):
             assert svc._arms[a] == [db[a].impressions, db[a].clicks]
         assert svc.store.count()["decisions"] == n0 + 2 and svc.counters["decisions"] == 2
         assert svc.feedback(event_id="f1", decision_id=d["decision_id"], type="click")["status"] == "counted"
+    finally:
+        svc.close()
+        ws.close()
+
+
+def test_after_close_writes_are_refused_with_503_and_nothing_is_logged(trained):
+    ws, svc = _service(trained)
+    try:
+        ctx = {"article_id": "art04"}
+        d = svc.select(ctx, ADS[:4])
+        n = svc.store.count()
+        before = {a: list(v) for a, v in svc._arms.items()}
+        app = create_app(svc)
+        svc.close()
+        svc.close()  # idempotent
+        with TestClient(app) as c:
+            for body in ({"context": ctx, "candidates": ADS[:4]},  # the lean route
+                         {"context": ctx, "candidates": [{"id": a} for a in ADS[:4]]}):  # the validated one
+                r = c.post("/v1/select", json=body)
+                assert r.status_code == 503 and "closed" in r.json()["detail"]
+            r = c.post("/v1/feedback", json={"event_id": "late", "decision_id": d["decision_id"], "type": "click"})
+            assert r.status_code == 503 and "not recorded" in r.json()["detail"]
+        assert {a: list(v) for a, v in svc._arms.items()} == before  # the refused decisions' +1 undone
+        assert BanditStore(ws.engine).count() == n  # read through the workspace's own engine
     finally:
         svc.close()
         ws.close()

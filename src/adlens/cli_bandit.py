@@ -260,4 +260,7 @@ def _weights(path: Path | None):
         d = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise InvalidInput(f"{path}: cannot read weights JSON ({e})") from None
-    return Weights.from_dict(d.get("weights", d))
+    try:
+        return Weights.from_dict(d.get("weights", d) if isinstance(d, dict) else d)
+    except (TypeError, ValueError) as e:  # a list, a string, an unknown key, a non-number
+        raise InvalidInput(f"{path}: not a weights object ({e})") from None

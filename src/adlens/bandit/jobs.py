@@ -147,10 +147,11 @@ def ope(policy: str, *, ws=None, path: str | Path | None = None, n_boot: int = 1
         log, snaps, names = service_log(ws)
     name, _, params = policy.partition(":")
     if name == "uniform":
+        if params:
+            raise InvalidInput(f"policy {policy!r}: uniform takes no parameters")
         target = O.target_uniform(log)
     elif name in ("greedy-model", "greedy_model"):
-        eps = float(params.split("=", 1)[1]) if params else 0.0
-        target = O.target_greedy_model(log, eps)
+        target = O.target_greedy_model(log, _epsilon(policy, params))
     else:
         if snaps is None:
             raise InvalidInput(f"policy {policy!r} needs the service's own log (per-decision snapshots); "
@@ -160,6 +161,23 @@ def ope(policy: str, *, ws=None, path: str | Path | None = None, n_boot: int = 1
                                       random_state=random_state, action_names=names)
     r = O.evaluate(log, target, n_boot=n_boot, random_state=random_state)
     return {"policy": policy, "source": str(path) if path else "service log", **r}
+
+
+def _epsilon(policy: str, params: str) -> float:
+    """``epsilon=E`` of a ``greedy-model:epsilon=E`` spec (0 when absent), checked."""
+    if not params:
+        return 0.0
+    key, eq, raw = params.partition("=")
+    try:
+        if key.strip() != "epsilon" or not eq:
+            raise ValueError
+        eps = float(raw)
+        if not 0.0 <= eps <= 1.0:
+            raise ValueError
+    except ValueError:
+        raise InvalidInput(f"policy {policy!r}: expected greedy-model or greedy-model:epsilon=E "
+                           "with E in [0, 1]") from None
+    return eps
 
 
 #: the simulator's default comparison (UCB1 / LinUCB bonuses matched to click-rate variance)

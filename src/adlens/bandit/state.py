@@ -39,6 +39,9 @@ from adlens.store.schema import api_keys, bandit_arms, bandit_decisions, bandit_
 __all__ = ["ArmCounts", "BanditStore", "DecisionRecord", "decision_record", "EVENT_TYPES", "UnknownDecision", "EventConflict", "hash_key"]
 
 EVENT_TYPES = ("impression", "click", "conversion", "dwell")
+# One dwell event longer than a day is a client bug (seconds sent as ms, a tab left open); without a
+# bound, repeated huge values sum to inf in the arm's total and break every export of it.
+MAX_DWELL_MS = 86_400_000.0
 # event type -> (decision flag it sets once, arm counter it increments once)
 _ONCE = {"impression": ("impression", "impressions"), "click": ("clicked", "clicks"),
          "conversion": ("converted", "conversions")}
@@ -287,8 +290,12 @@ class BanditStore:
             raise InvalidInput(f"event type must be one of {', '.join(EVENT_TYPES)}; got {type!r}")
         if not event_id or len(event_id) > 128:
             raise InvalidInput("event_id must be 1-128 characters")
-        if type == "dwell" and (value is None or not np.isfinite(value) or value < 0):
-            raise InvalidInput(f"a dwell event needs value = milliseconds >= 0, got {value!r}")
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int | float | np.number) or not np.isfinite(value):
+                raise InvalidInput(f"event value must be a finite number, got {value!r}")
+            value = float(value)
+        if type == "dwell" and (value is None or not 0 <= value <= MAX_DWELL_MS):
+            raise InvalidInput(f"a dwell event needs value = milliseconds in [0, {MAX_DWELL_MS:.0f}] (a day), got {value!r}")
         now = _now()
         d = bandit_decisions.c
         # The first statement of every write transaction here is a write: under SQLite that takes the

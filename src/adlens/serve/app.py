@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from adlens.bandit.state import EventConflict, UnknownDecision, hash_key
 from adlens.errors import AdlensError, InvalidInput
 from adlens.serve.scoring import UnknownIds
-from adlens.serve.service import Service
+from adlens.serve.service import Service, ServiceClosed
 
 __all__ = ["create_app"]
 
@@ -46,7 +46,7 @@ OPEN_PATHS = {"/healthz", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/r
 
 
 # library errors -> HTTP status (most specific first)
-ERROR_STATUS = ((UnknownIds, 404), (UnknownDecision, 404), (EventConflict, 409), (InvalidInput, 422), (AdlensError, 400))
+ERROR_STATUS = ((ServiceClosed, 503), (UnknownIds, 404), (UnknownDecision, 404), (EventConflict, 409), (InvalidInput, 422), (AdlensError, 400))
 
 
 # ---------------------------------------------------------------------------- request models
@@ -155,6 +155,22 @@ async def _send_json(send, status: int, obj: Any) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
+def _validation_message(errors: list[dict]) -> str:
+    """Pydantic's errors as one line naming each field: ``candidates.0.quality: ...``; the whole body
+    is called "request body" (pydantic names it with an empty path or a JSON character offset)."""
+    msgs = []
+    for e in errors[:10]:
+        loc = [str(p) for p in e.get("loc", ()) if p != "body"]
+        if e.get("type") == "json_invalid":
+            at = f" at character {loc[0]}" if loc else ""
+            msgs.append(f"request body: invalid JSON{at} ({e.get('ctx', {}).get('error', e.get('msg'))})")
+        elif not loc:
+            msgs.append("request body: " + ("a JSON object is required" if e.get("type") == "missing" else str(e.get("msg"))))
+        else:
+            msgs.append(f"{'.'.join(loc)}: {e.get('msg')}")
+    return "; ".join(msgs) or "invalid request"
+
+
 def _dump(c: Any) -> Any:
     return c.model_dump(exclude_none=True) if isinstance(c, BaseModel) else c
 
@@ -253,7 +269,10 @@ def create_app(service: Service, on_shutdown: Callable[[], None] | None = None) 
         return asgi
 
     async def dispatch(scope, receive, send_, inner, route, headers, n) -> None:
-        if n is not None and (not n.isdigit() or int(n) > limit):
+        if n is not None and not n.isdigit():
+            await JSONResponse({"detail": f"Content-Length must be a number of bytes, got {n[:40].decode('latin-1')!r}"},
+                               status_code=400)(scope, receive, send_)
+        elif n is not None and int(n) > limit:
             await JSONResponse({"detail": f"request body larger than {limit} bytes"}, status_code=413)(scope, receive, send_)
         elif scope["method"] == "POST" and n is None:
             await JSONResponse({"detail": "send a Content-Length (chunked bodies are not accepted)"},
@@ -315,8 +334,7 @@ def create_app(service: Service, on_shutdown: Callable[[], None] | None = None) 
 
     @app.exception_handler(RequestValidationError)
     async def validation(_request: Request, exc: RequestValidationError):
-        msgs = ["{}: {}".format(".".join(str(p) for p in e.get("loc", ()) if p != "body"), e.get("msg")) for e in exc.errors()]
-        return JSONResponse({"detail": "; ".join(msgs[:10]) or "invalid request"}, status_code=422)
+        return JSONResponse({"detail": _validation_message(exc.errors())}, status_code=422)
 
     @app.post("/v1/score", summary="Quality scores of candidates for a context")
     def score(req: ScoreRequest) -> JSONResponse:

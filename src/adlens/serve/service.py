@@ -53,8 +53,12 @@ from adlens.bandit.policies import (
     policy_from_spec,
 )
 from adlens.bandit.state import BanditStore, DecisionRecord, decision_record
-from adlens.errors import InvalidInput
+from adlens.errors import AdlensError, InvalidInput
 from adlens.serve.scoring import ContextScorer
+
+
+class ServiceClosed(AdlensError):
+    """A write arrived after :meth:`Service.close` (e.g. a request racing the server's shutdown)."""
 
 __all__ = ["ServeConfig", "Service"]
 
@@ -134,6 +138,7 @@ class Service:
         if self.config.refresh_s and self._checkpointer is not None:
             self._checkpointer.also(self.refresh_counts, self.config.refresh_s)
         self.counters = {"decisions": 0, "events_counted": 0, "events_duplicate": 0, "events_recorded": 0}
+        self.closed = False  # set by close(); checked under _write_lock before every write
 
     def refresh_counts(self) -> int:
         """Re-read the counters of every arm this process has seen from the database (the other
@@ -340,6 +345,7 @@ class Service:
         # the ~0.15 ms raw-SQLite commit it moved off the event loop.
         with self._write_lock:
             try:
+                self._check_open()
                 self.store.record_decisions([rec])
             except BaseException:
                 self._undo(rec)
@@ -348,6 +354,12 @@ class Service:
             self._in_db.update(ids)
             self.counters["decisions"] += 1
         return out
+
+    def _check_open(self) -> None:
+        # after close() the writer engine is disposed and its checkpointer stopped: a write would
+        # silently open a new connection whose WAL nobody checkpoints
+        if self.closed:
+            raise ServiceClosed("the service is closed (shutting down): the request was not recorded")
 
     def _undo(self, rec: DecisionRecord) -> None:
         """A decision's write failed: take back the impression the policy counted when it decided."""
@@ -412,6 +424,7 @@ class Service:
                  occurred_at: datetime | None = None) -> dict[str, Any]:
         """Record one event (idempotent by ``event_id``; late events accepted, see ServeConfig)."""
         with self._write_lock:
+            self._check_open()
             r = self.store.record_event(event_id, decision_id, type, value, occurred_at, window=self._window())
         ch = r["changed"]
         fresh = self.store.arms([r["arm_id"]]).get(r["arm_id"]) if self.config.refresh_s and ch else None
@@ -442,7 +455,13 @@ class Service:
         return arms_table(self.ws, ids, self.config.prior)
 
     def close(self) -> None:
-        """Stop the background checkpointer (after a last checkpoint) and release the writer engine."""
+        """Stop the background checkpointer (after a last checkpoint) and release the writer engine.
+        Writes in flight finish first; later selects and feedback raise :class:`ServiceClosed`
+        (HTTP 503). Calling it again does nothing."""
+        with self._write_lock:
+            if self.closed:
+                return
+            self.closed = True
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self.store.close()
