@@ -103,6 +103,34 @@ def test_candidates_skip_same_aspect_grouped_and_unlike_colours():
     assert candidate_pairs([a, b, c, d]).tolist() == [[0, 1], [1, 2]]
     assert candidate_pairs([a, b, c, d], labels=np.array([0, 0, 1, 2])).tolist() == [[1, 2]]
     assert candidate_pairs([a, b, c, d], hist_min=0.0).tolist() == [[0, 1], [0, 3], [1, 2], [1, 3], [2, 3]]
+    # incremental: only pairs with a new image
+    new = np.array([False, False, False, True])
+    assert candidate_pairs([a, b, c, d], hist_min=0.0, new=new).tolist() == [[0, 3], [1, 3], [2, 3]]
+    assert candidate_pairs([a, b, c, d], new=np.zeros(4, bool)).tolist() == []
+
+
+def test_incremental_pairs_with_lazy_descriptors_equal_the_full_run_on_new_pairs():
+    imgs = [np.asarray(x) for x in (rect(CAT), leaderboard(CAT), rect(COFFEE), leaderboard(COFFEE))]
+    full = [photo_features(x) for x in imgs]
+    cheap = [photo_features(x, descriptors=False) for x in imgs]
+    assert all(f.boxes and not f.feats for f in cheap)
+    assert [(f.boxes, f.hist.tolist()) for f in cheap] == [(f.boxes, f.hist.tolist()) for f in full]
+    asked = []
+
+    def describe(i):
+        asked.append(i)
+        return photo_features(imgs[i])
+
+    everything = relayout_pairs(full, hist_min=0.0)
+    lazy = relayout_pairs(cheap, hist_min=0.0, describe=describe)
+    assert lazy.tolist() == everything.tolist() and sorted(asked) == [0, 1, 2, 3]
+    asked.clear()  # the cat leaderboard is new: its pairs only, SIFT only for the images in them
+    new = np.array([False, True, False, False])
+    got = relayout_pairs(cheap, hist_min=0.0, describe=describe, new=new)
+    assert got.tolist() == [r for r in everything.tolist() if 1 in r[:2]] and len(got) == 1
+    assert sorted(asked) == [0, 1, 2]  # (1, 3) have the same aspect: never a candidate
+    asked.clear()
+    assert relayout_pairs(cheap, hist_min=0.0, describe=describe, new=np.zeros(4, bool)).tolist() == [] and asked == []
 
 
 def test_copy_similarity_by_hand():
@@ -185,20 +213,27 @@ def test_ledger_relayout_stage_links_merges_and_is_idempotent(tmp_path):
 
     d = make_folder(tmp_path)
     (d / "broken.jpg").unlink()
-    rows = [("cat_rect.png", "CAT1", "2026-11-01"), ("coffee_rect.png", "COF1", "2026-11-01"),
-            ("cat_leaderboard.jpg", "CAT2", "2026-11-02"), ("coffee_leaderboard.jpg", "COF2", "2026-11-02")]
-    manifest = tmp_path / "ads.csv"
-    manifest.write_text("path,ad_id,day\n" + "".join(f"{d / p},{a},{day}\n" for p, a, day in rows))
+    day1 = [("cat_rect.png", "CAT1", "2026-11-01"), ("coffee_rect.png", "COF1", "2026-11-01"),
+            ("coffee_leaderboard.jpg", "COF2", "2026-11-01")]
+    day2 = [("cat_leaderboard.jpg", "CAT2", "2026-11-02")]
+    manifests = []
+    for k, rows in enumerate((day1, day2)):
+        manifests.append(tmp_path / f"ads{k}.csv")
+        manifests[-1].write_text("path,ad_id,day\n" + "".join(f"{d / p},{a},{day}\n" for p, a, day in rows))
 
     off = init_workspace(tmp_path / "ws", Settings(workspace=tmp_path / "ws", workers=2))
-    ingest_ads(off, manifest)
+    ingest_ads(off, manifests[0])
     assert "skipped" in stage_relayout(RunContext(off))  # off by default
     off.close()
 
     ws = init_workspace(tmp_path / "ws", Settings(workspace=tmp_path / "ws", workers=2, dedup_relayout=True))
     try:
-        out = stage_relayout(RunContext(ws))
-        assert out["images"] == 4 and out["errors"] == []
+        first = stage_relayout(RunContext(ws))  # day 1: the coffee photo is too sharp to match (a known limit)
+        assert first["images"] == first["new_images"] == 3 and first["new_links"] == 0 and first["errors"] == []
+        ingest_ads(ws, manifests[1])
+        out = stage_relayout(RunContext(ws))  # day 2: only pairs with the new image are scored
+        assert out["images"] == 4 and out["new_images"] == 1 and out["errors"] == []
+        assert 2 <= out["sift_images"] <= 4  # the new image and its candidates, never the old pair alone
         assert out["new_links"] == 1 and {out["links"][0]["ad_a"], out["links"][0]["ad_b"]} == {"CAT1", "CAT2"}
         assert out["links"][0]["inliers"] >= DEFAULT_MIN_INLIERS
         groups = duplicate_groups(ws.engine)
@@ -207,7 +242,15 @@ def test_ledger_relayout_stage_links_merges_and_is_idempotent(tmp_path):
         with ws.engine.connect() as conn:
             methods = conn.execute(sa.select(schema.dup_links.c.method, schema.dup_links.c.distance)).all()
         assert [m for m, _ in methods] == ["relayout"] and methods[0][1] == pytest.approx(1 / out["links"][0]["inliers"])
-        again = stage_relayout(RunContext(ws))  # already merged: nothing new
-        assert again["new_links"] == 0
+        again = stage_relayout(RunContext(ws))  # nothing new: no SIFT at all
+        assert again["new_links"] == 0 and again["new_images"] == 0 and again["sift_images"] == 0
+    finally:
+        ws.close()
+    # other settings: everything is scored again (and the merged pair stays one link)
+    ws = init_workspace(tmp_path / "ws", Settings(workspace=tmp_path / "ws", workers=2, dedup_relayout=True,
+                                                   relayout_min_inliers=DEFAULT_MIN_INLIERS + 1))
+    try:
+        redo = stage_relayout(RunContext(ws))
+        assert redo["new_images"] == 4 and redo["new_links"] == 0
     finally:
         ws.close()

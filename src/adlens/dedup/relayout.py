@@ -136,8 +136,10 @@ def _regions(rgb: np.ndarray, d: np.ndarray, s: float) -> list[tuple[int, int, i
     return [b for _, b in found]
 
 
-def photo_features(rgb: np.ndarray) -> PhotoFeatures:
-    """Photo boxes, colour histogram and masked SIFT features of an ``(H, W, 3)`` uint8 RGB image."""
+def photo_features(rgb: np.ndarray, descriptors: bool = True) -> PhotoFeatures:
+    """Photo boxes, colour histogram and masked SIFT features of an ``(H, W, 3)`` uint8 RGB image.
+    ``descriptors=False`` stops before SIFT (~1/8 of the cost): enough for :func:`candidate_pairs`,
+    and :func:`relayout_pairs` asks for the full features of candidates only."""
     cv2, tls = _cv()
     rgb = np.ascontiguousarray(np.asarray(rgb)[..., :3], dtype=np.uint8)
     if rgb.ndim != 3 or min(rgb.shape[:2]) < 2:
@@ -158,6 +160,8 @@ def photo_features(rgb: np.ndarray) -> PhotoFeatures:
     hsv = cv2.cvtColor(np.ascontiguousarray(rgb[y0:y1, x0:x1]), cv2.COLOR_RGB2HSV)
     hist = cv2.calcHist([hsv], [0, 1, 2], None, [8, 4, 4], [0, 180, 0, 256, 0, 256]).ravel()
     out.hist = np.sqrt(hist / max(float(hist.sum()), 1.0)).astype(np.float32)  # Hellinger: a . b = affinity
+    if not descriptors:
+        return out
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     for x0, y0, x1, y1 in boxes:
         g, m = gray[y0:y1, x0:x1], mask[y0:y1, x0:x1]
@@ -201,10 +205,12 @@ def relayout_score(a: PhotoFeatures, b: PhotoFeatures) -> int:
 
 
 def candidate_pairs(features: Sequence[PhotoFeatures], labels: np.ndarray | None = None, *,
-                    hist_min: float = DEFAULT_HIST_MIN, aspect_ratio: float = DEFAULT_ASPECT_RATIO) -> np.ndarray:
+                    hist_min: float = DEFAULT_HIST_MIN, aspect_ratio: float = DEFAULT_ASPECT_RATIO,
+                    new: np.ndarray | None = None) -> np.ndarray:
     """Pairs ``(i, j)``, i < j, worth a SIFT match: both have a photo box, aspects differ by more
     than ``aspect_ratio``, different ``labels`` (groups found by earlier stages), histogram
-    affinity >= ``hist_min``. Blocks of rows keep memory at O(n * block)."""
+    affinity >= ``hist_min``, and with ``new`` (bool per image) at least one of the two new.
+    Blocks of rows keep memory at O(n * block)."""
     has = np.array([f.hist is not None for f in features], bool)
     idx = np.flatnonzero(has)
     if len(idx) < 2:
@@ -212,6 +218,7 @@ def candidate_pairs(features: Sequence[PhotoFeatures], labels: np.ndarray | None
     H = np.stack([features[i].hist for i in idx])
     la = np.log(np.array([features[i].aspect for i in idx]))
     lab = None if labels is None else np.asarray(labels)[idx]
+    fresh = None if new is None else np.asarray(new, bool)[idx]
     out = []
     for s in range(0, len(idx), 1024):
         A = H[s:s + 1024] @ H.T
@@ -219,6 +226,8 @@ def candidate_pairs(features: Sequence[PhotoFeatures], labels: np.ndarray | None
         ok &= np.arange(s, s + len(A))[:, None] < np.arange(len(idx))[None, :]
         if lab is not None:
             ok &= lab[s:s + 1024, None] != lab[None, :]
+        if fresh is not None:
+            ok &= fresh[s:s + 1024, None] | fresh[None, :]
         r, c = np.nonzero(ok)
         out.append(np.column_stack([idx[r + s], idx[c]]))
     return np.concatenate(out).astype(np.int64)
@@ -254,17 +263,31 @@ def relayout_pairs(features: Sequence[PhotoFeatures], labels: np.ndarray | None 
                    text: Callable[[int], str | None] | None = None, min_inliers: int = DEFAULT_MIN_INLIERS,
                    copy_min: float = DEFAULT_COPY_MIN, hist_min: float = DEFAULT_HIST_MIN,
                    aspect_ratio: float = DEFAULT_ASPECT_RATIO, workers: int = 2,
-                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                   progress: Callable[[int, int], None] | None = None, new: np.ndarray | None = None,
+                   describe: Callable[[int], PhotoFeatures] | None = None) -> np.ndarray:
     """Re-layout links ``(i, j, inliers)`` with ``inliers >= min_inliers`` among candidate pairs;
     with ``text`` (image index -> its OCR'd copy, or None when unreadable; asked only for images of
     photo matches) also ``copy_similarity >= copy_min``; with ``labels`` (groups of earlier stages) only the strongest
-    link between two groups."""
-    cand = candidate_pairs(features, labels, hist_min=hist_min, aspect_ratio=aspect_ratio)
+    link between two groups.
+
+    Incremental use: ``new`` (bool per image) scores only pairs with a new image (pairs of old ones
+    were scored by an earlier run with the same settings); ``describe`` (image index -> full
+    features) is called once for each image of a candidate pair whose ``features`` were computed
+    with ``descriptors=False``."""
+    cand = candidate_pairs(features, labels, hist_min=hist_min, aspect_ratio=aspect_ratio, new=new)
     scores = np.zeros(len(cand), np.int64)
+    full: dict[int, PhotoFeatures] = {}
+    if describe is not None:
+        need = [int(i) for i in np.unique(cand) if features[i].boxes and not features[i].feats]
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # OpenCV drops the GIL
+            full.update(zip(need, pool.map(describe, need)))
+
+    def feats(i) -> PhotoFeatures:
+        return full.get(int(i)) or features[i]
 
     def score(chunk: range) -> None:
         for t in chunk:
-            scores[t] = relayout_score(features[cand[t, 0]], features[cand[t, 1]])
+            scores[t] = relayout_score(feats(cand[t, 0]), feats(cand[t, 1]))
 
     chunks = [range(s, min(s + 256, len(cand))) for s in range(0, len(cand), 256)]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # OpenCV drops the GIL

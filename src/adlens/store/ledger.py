@@ -226,11 +226,13 @@ class Ledger:
         return self._link(image_ids, pairs, "embedding", lambda cos: 1.0 - cos,
                           lambda cos: {"cosine": round(cos, 4)})
 
-    def link_by_relayout(self, image_ids, features, min_inliers: int, text=None, progress=None) -> list[dict]:
+    def link_by_relayout(self, image_ids, features, min_inliers: int, text=None, progress=None, new=None,
+                         describe=None) -> list[dict]:
         """The re-layout stage over ledger images (:mod:`adlens.dedup.relayout`): link and merge
         images of other aspect ratios showing the same photo, among groups the earlier stages left
         apart. ``features``: one :class:`~adlens.dedup.relayout.PhotoFeatures` per image id;
-        ``text``: row -> the image's OCR'd copy (the copy check; None skips it).
+        ``text``: row -> the image's OCR'd copy (the copy check; None skips it); ``new`` /
+        ``describe``: incremental runs, see :func:`~adlens.dedup.relayout.relayout_pairs`.
         Links are stored with method ``"relayout"`` and distance ``1 / inliers``."""
         from adlens.dedup.relayout import relayout_pairs
 
@@ -238,7 +240,7 @@ class Ledger:
             raise InvalidInput(f"relayout min inliers must be >= 1, got {min_inliers}")
         image_ids = np.asarray(image_ids, dtype=np.int64)
         pairs = relayout_pairs(features, self._canonical_labels(image_ids), text=text, min_inliers=min_inliers,
-                               progress=progress)
+                               progress=progress, new=new, describe=describe)
         return self._link(image_ids, pairs.astype(np.float64), "relayout", lambda n: 1.0 / n,
                           lambda n: {"inliers": int(n)})
 
