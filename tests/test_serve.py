@@ -360,7 +360,20 @@ def test_bandit_cli_arms_export_ope_reweight(trained, tmp_path):
     r = _run("bandit", "ope", "--policy", "thompson", "--json", "--bootstrap", "200", *w)
     assert r.exit_code == 0, r.output
     # Thompson on the logged snapshots favours the arms that were clicked: worth more than uniform
-    assert json.loads(r.stdout)["snips"]["value"] > o["snips"]["value"]
+    ts = json.loads(r.stdout)
+    assert ts["snips"]["value"] > o["snips"]["value"]
+    # --weights: the current weights given explicitly change nothing; CTR weight 0 stops it favouring clicked arms
+    wfile = tmp_path / "weights.json"
+    wfile.write_text(json.dumps({"weights": ts["weights"]}))
+    r = _run("bandit", "ope", "--policy", "thompson", "--json", "--bootstrap", "200", "--weights", str(wfile), *w)
+    assert r.exit_code == 0, r.output
+    assert {k: json.loads(r.stdout)[k] for k in ("ips", "snips", "dr")} == {k: ts[k] for k in ("ips", "snips", "dr")}
+    wfile.write_text(json.dumps({**ts["weights"], "ctr": 0.0}))
+    r = _run("bandit", "ope", "--policy", "thompson", "--json", "--bootstrap", "200", "--weights", str(wfile), *w)
+    blind = json.loads(r.stdout)
+    assert r.exit_code == 0 and blind["weights"]["ctr"] == 0.0 and blind["snips"]["value"] < ts["snips"]["value"]
+    r = _run("bandit", "ope", str(log), "--policy", "uniform", "--weights", str(wfile))
+    assert r.exit_code == 2 and "not to a log file" in r.output
 
     r = _run("bandit", "reweight", "--json", "--apply", "--report", str(tmp_path / "rw.html"), *w)
     assert r.exit_code == 0, r.output

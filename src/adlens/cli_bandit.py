@@ -188,16 +188,20 @@ def register(app: typer.Typer) -> None:
                                                              "spec (own log only), e.g. thompson, ucb1:alpha=0.5"),
             n_boot: int = typer.Option(1000, "--bootstrap", min=50),
             seed: int = typer.Option(0, "--seed"),
+            weights: Path = typer.Option(None, "--weights", exists=True, dir_okay=False,
+                                         help="Composite weights JSON for a bandit policy replayed on the own log "
+                                              "(as `bandit reweight --json` prints them); default: the workspace's."),
             workspace: Path = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
         """Off-policy value of a policy on logged decisions: IPS, SNIPS, DR with bootstrap CIs."""
         from adlens.bandit.jobs import ope as run
 
         try:
+            w = _weights(weights)
             if log is None:
                 with _workspace(workspace) as ws:
-                    r = run(policy, ws=ws, n_boot=n_boot, random_state=seed)
+                    r = run(policy, ws=ws, n_boot=n_boot, random_state=seed, weights=w)
             else:
-                r = run(policy, path=log, n_boot=n_boot, random_state=seed)
+                r = run(policy, path=log, n_boot=n_boot, random_state=seed, weights=w)
         except (AdlensError, ValueError) as e:
             _fail(e)
         if as_json:

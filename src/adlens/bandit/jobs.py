@@ -130,16 +130,21 @@ def reweight(ws, apply: bool = False, report: str | Path | None = None) -> dict[
     return out
 
 
-def ope(policy: str, *, ws=None, path: str | Path | None = None, n_boot: int = 1000, random_state: int = 0) -> dict[str, Any]:
+def ope(policy: str, *, ws=None, path: str | Path | None = None, n_boot: int = 1000, random_state: int = 0,
+        weights=None) -> dict[str, Any]:
     """Off-policy value of ``policy`` on the service's log (``ws``) or a log file (``path``).
 
     ``policy``: ``uniform`` | ``greedy-model[:epsilon=E]`` (greedy on the DR reward model) | a bandit
-    policy spec (service log only: replayed on each decision's logged snapshot)."""
+    policy spec (service log only: replayed on each decision's logged snapshot with ``weights``, a
+    :class:`~adlens.bandit.policies.Weights`; default the workspace's current ones) -- e.g. the
+    weights ``bandit reweight`` proposes, evaluated before they are applied."""
     from adlens.bandit import ope as O
     from adlens.bandit.policies import policy_from_spec
 
     if (ws is None) == (path is None):
         raise InvalidInput("give a log file or a workspace")
+    if weights is not None and path is not None:
+        raise InvalidInput("weights apply to bandit policies replayed on the service's own log, not to a log file")
     if path is not None:
         log, names = O.read_log(path)
         snaps = None
@@ -156,11 +161,13 @@ def ope(policy: str, *, ws=None, path: str | Path | None = None, n_boot: int = 1
         if snaps is None:
             raise InvalidInput(f"policy {policy!r} needs the service's own log (per-decision snapshots); "
                                "for a log file use uniform or greedy-model")
-        store = BanditStore(ws.engine)
-        target = O.target_from_policy(policy_from_spec(policy), snaps, current_weights(store),
+        if weights is None:
+            weights = current_weights(BanditStore(ws.engine))
+        target = O.target_from_policy(policy_from_spec(policy), snaps, weights,
                                       random_state=random_state, action_names=names)
     r = O.evaluate(log, target, n_boot=n_boot, random_state=random_state)
-    return {"policy": policy, "source": str(path) if path else "service log", **r}
+    return {"policy": policy, "source": str(path) if path else "service log",
+            **({"weights": weights.to_dict()} if weights is not None else {}), **r}
 
 
 def _epsilon(policy: str, params: str) -> float:
