@@ -92,6 +92,8 @@ def test_conversion_and_dwell(engine):
     ({"event_id": "e", "decision_id": "d1", "type": "dwell", "value": 86_400_001.0}, InvalidInput, "a day"),
     ({"event_id": "e", "decision_id": "d1", "type": "conversion", "value": float("nan")}, InvalidInput, "finite"),
     ({"event_id": "e", "decision_id": "d1", "type": "click", "value": "12"}, InvalidInput, "finite number"),
+    ({"event_id": "e", "decision_id": "d1", "type": "conversion", "value": 10**400}, InvalidInput, "finite number"),
+    ({"event_id": "e", "decision_id": "d1", "type": "conversion", "value": np.complex128(1j)}, InvalidInput, "finite"),
 ])
 def test_bad_events_are_rejected_and_change_nothing(engine, kwargs, err, match):
     s = BanditStore(engine)

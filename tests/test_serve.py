@@ -140,12 +140,15 @@ def test_feedback_is_idempotent_and_late_clicks_count(client):
     # later than the feedback window (7 days by default): stored, not counted
     d2 = client.post("/v1/select", json={"context": {"article_id": "art03"}, "candidates": ADS[:5]}).json()
     age(d2["decision_id"], timedelta(days=8))
-    n = clicks() if d2["chosen"] == d["chosen"] else None
+    arm = {a["arm_id"]: a for a in client.get("/v1/arms").json()["arms"]}[d2["chosen"]]["clicks"]
     r = client.post("/v1/feedback", json={"event_id": "click-late", "decision_id": d2["decision_id"], "type": "click"})
     assert r.status_code == 200 and r.json()["status"] == "recorded"
     assert client.service.store.decision(d2["decision_id"])["clicked"] == 0
-    if n is not None:
-        assert clicks() == n
+    assert {a["arm_id"]: a for a in client.get("/v1/arms").json()["arms"]}[d2["chosen"]]["clicks"] == arm
+    for bad in (True, "12", None):  # a dwell value must be a JSON number
+        r = client.post("/v1/feedback", json={"event_id": f"dw-{bad}", "decision_id": d2["decision_id"], "type": "dwell",
+                                              "value": bad})
+        assert r.status_code == 422 and ("value" in r.json()["detail"] or "dwell" in r.json()["detail"]), r.text
 
 
 @pytest.mark.parametrize("path, body, status, match", [
@@ -374,6 +377,8 @@ def test_bandit_cli_arms_export_ope_reweight(trained, tmp_path):
     assert r.exit_code == 0 and blind["weights"]["ctr"] == 0.0 and blind["snips"]["value"] < ts["snips"]["value"]
     r = _run("bandit", "ope", str(log), "--policy", "uniform", "--weights", str(wfile))
     assert r.exit_code == 2 and "not to a log file" in r.output
+    r = _run("bandit", "ope", "--policy", "greedy-model", "--weights", str(wfile), *w)
+    assert r.exit_code == 2 and "not to greedy-model" in r.output
 
     r = _run("bandit", "reweight", "--json", "--apply", "--report", str(tmp_path / "rw.html"), *w)
     assert r.exit_code == 0, r.output

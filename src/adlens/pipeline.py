@@ -159,8 +159,11 @@ def stage_relayout(ctx: RunContext) -> dict:
     scored again (features are deterministic and groups only merge, so the answer would not change);
     every image gets its cheap photo boxes and colour histogram (~12 ms), and SIFT (~8x that) runs
     only on images of candidate pairs with a new image. Images whose pixels or copy could not be
-    read are reported in ``errors`` and not retried by later runs."""
-    from adlens.dedup.relayout import DEFAULT_COPY_MIN, PhotoFeatures, ocr_reader, photo_features
+    read are reported in ``errors`` and count as new again in the next run. "New" = an image id
+    above the last one scored: ids grow with ingestion (one writer, SQLite); concurrent ingests
+    into a server database could commit ids out of order, and a full rescore (other settings, or
+    deleting the ``relayout_state`` meta row) is then the safe way."""
+    from adlens.dedup import relayout as R
     from adlens.store.db import upsert_meta
 
     s = ctx.ws.settings
@@ -169,19 +172,22 @@ def stage_relayout(ctx: RunContext) -> dict:
     if s.relayout_min_inliers < 1:
         return {"skipped": f"ADLENS_RELAYOUT_MIN_INLIERS must be >= 1, got {s.relayout_min_inliers}"}
     try:
-        read = ocr_reader()
+        read = R.ocr_reader()
     except RuntimeError as e:
         return {"skipped": str(e)}
     im = schema.images
-    settings_now = {"min_inliers": s.relayout_min_inliers, "copy_min": DEFAULT_COPY_MIN}
+    settings_now = {"min_inliers": s.relayout_min_inliers, "copy_min": R.DEFAULT_COPY_MIN, "hist_min": R.DEFAULT_HIST_MIN,
+                    "aspect_ratio": R.DEFAULT_ASPECT_RATIO, "features": R.FEATURES_VERSION, "ocr": read.backend}
     with ctx.ws.engine.connect() as conn:
         images = conn.execute(sa.select(im.c.id, im.c.sha256).join(schema.ledger, schema.ledger.c.image_id == im.c.id)
                               .order_by(im.c.id)).all()
         ads = _first_ad_by_image(conn)
         raw = conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == RELAYOUT_STATE_KEY)).scalar()
     state = json.loads(raw) if raw else {}
-    scored_up_to = state.get("last_image_id", 0) if state.get("settings") == settings_now else 0
-    new = np.array([r.id > scored_up_to for r in images], bool)
+    if state.get("settings") != settings_now:
+        state = {}
+    scored_up_to, retry = state.get("last_image_id", 0), set(state.get("retry", ()))
+    new = np.array([r.id > scored_up_to or r.id in retry for r in images], bool)
     blobs, errors = ctx.ws.blobs, []
 
     def rgb(sha256: str) -> np.ndarray:
@@ -190,10 +196,10 @@ def stage_relayout(ctx: RunContext) -> dict:
 
     def features(row, descriptors: bool = False):
         try:
-            return photo_features(rgb(row.sha256), descriptors=descriptors)
+            return R.photo_features(rgb(row.sha256), descriptors=descriptors)
         except (OSError, ValueError) as e:  # the blob was validated at ingest; report, do not stop
             errors.append({"image_id": row.id, "ad_id": ads.get(row.id), "reason": str(e)})
-            return PhotoFeatures(aspect=1.0)  # no photo box: never a candidate
+            return R.PhotoFeatures(aspect=1.0)  # no photo box: never a candidate
 
     feats = []
     tick = ctx.progress_for("re-layout photo boxes") or (lambda _done, _total: None)
@@ -203,7 +209,7 @@ def stage_relayout(ctx: RunContext) -> dict:
             tick(done, len(images))
     described = []
 
-    def describe(k: int) -> PhotoFeatures:
+    def describe(k: int) -> R.PhotoFeatures:
         described.append(k)
         return features(images[k], descriptors=True)
 
@@ -217,9 +223,11 @@ def stage_relayout(ctx: RunContext) -> dict:
     links = _name_links(ctx.ws.ledger().link_by_relayout([r.id for r in images], feats, s.relayout_min_inliers,
                                                          text=text, progress=ctx.progress_for("re-layout pairs"),
                                                          new=new, describe=describe), ads)
-    if images:  # after the links are stored: a crash before this line only means a full re-run
+    if images:  # after the links are stored: a crash before this line only means these images are scored again
+        failed = sorted({e["image_id"] for e in errors})  # an OCR hiccup must not lose a link for good
         with ctx.ws.engine.begin() as conn:
-            upsert_meta(conn, RELAYOUT_STATE_KEY, json.dumps({"last_image_id": int(images[-1].id), "settings": settings_now}))
+            upsert_meta(conn, RELAYOUT_STATE_KEY, json.dumps({"last_image_id": int(images[-1].id), "retry": failed,
+                                                              "settings": settings_now}))
     return {"min_inliers": s.relayout_min_inliers, "images": len(images), "new_images": int(new.sum()),
             "sift_images": len(described), "new_links": len(links), "links": links, "errors": errors}
 

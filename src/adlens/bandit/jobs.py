@@ -151,6 +151,8 @@ def ope(policy: str, *, ws=None, path: str | Path | None = None, n_boot: int = 1
     else:
         log, snaps, names = service_log(ws)
     name, _, params = policy.partition(":")
+    if weights is not None and name in ("uniform", "greedy-model", "greedy_model"):
+        raise InvalidInput(f"weights apply to bandit policies replayed on the own log, not to {name}")
     if name == "uniform":
         if params:
             raise InvalidInput(f"policy {policy!r}: uniform takes no parameters")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import secrets
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -291,9 +292,14 @@ class BanditStore:
         if not event_id or len(event_id) > 128:
             raise InvalidInput("event_id must be 1-128 characters")
         if value is not None:
-            if isinstance(value, bool) or not isinstance(value, int | float | np.number) or not np.isfinite(value):
+            try:
+                if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+                    raise TypeError
+                value = float(value)  # ints beyond float's range raise OverflowError
+            except (TypeError, OverflowError):
+                raise InvalidInput(f"event value must be a finite number, got {value!r}") from None
+            if not math.isfinite(value):
                 raise InvalidInput(f"event value must be a finite number, got {value!r}")
-            value = float(value)
         if type == "dwell" and (value is None or not 0 <= value <= MAX_DWELL_MS):
             raise InvalidInput(f"a dwell event needs value = milliseconds in [0, {MAX_DWELL_MS:.0f}] (a day), got {value!r}")
         now = _now()

@@ -89,7 +89,8 @@ class FeedbackRequest(BaseModel):
     event_id: str = Field(..., min_length=1, max_length=128, description="your id of this event; retries reuse it")
     decision_id: str = Field(..., min_length=1, max_length=64)
     type: Literal["impression", "click", "conversion", "dwell"]
-    value: float | None = Field(None, description="milliseconds for dwell")
+    value: float | None = Field(None, strict=True, description="milliseconds for dwell (a JSON number; "
+                                "strings and booleans are refused)")
     occurred_at: datetime | None = None
 
 

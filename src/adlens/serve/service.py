@@ -462,11 +462,13 @@ class Service:
             if self.closed:
                 return
             self.closed = True
-        if self._checkpointer is not None:
-            self._checkpointer.stop()
-        self.store.close()
-        if self._engine is not self.ws.engine:
-            self._engine.dispose()
+        try:
+            if self._checkpointer is not None:
+                self._checkpointer.stop()  # its last checkpoint can fail (database busy): release anyway
+        finally:
+            self.store.close()
+            if self._engine is not self.ws.engine:
+                self._engine.dispose()
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "pid": os.getpid(), "model_version": self.scorer.version, "policy": self.policy.to_dict(),
