@@ -210,7 +210,7 @@ def dedup_find_cmd(
     phash_radius: int = typer.Option(None, help="Max pHash Hamming distance (default: tuned value)."),
     cascade: bool = typer.Option(False, "--cascade", help="Also find embedding duplicates hashes miss (crops, overlays)."),
     threshold: float = typer.Option(None, help="Cosine threshold of the embedding cascade (default 0.95)."),
-    relayout: bool = typer.Option(False, "--relayout", help="Also link re-layouts: the same photo in another ad size (SIFT in photo regions; ~40 ms an image)."),
+    relayout: bool = typer.Option(False, "--relayout", help="Also link re-layouts: the same photo in another ad size (SIFT in photo regions; ~50 ms an image)."),
     min_inliers: int = typer.Option(None, "--min-inliers", help="SIFT inliers a re-layout link needs (default 12; 8 links more on lossless banners, with a small risk of false links on JPEG)."),
     as_json: bool = JsonOpt,
 ) -> None:

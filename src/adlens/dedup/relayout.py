@@ -6,7 +6,7 @@ to them than a re-layout does. What a re-layout keeps is the photo itself, so th
 photo regions of a banner from its pixels and matches local features (SIFT) between photo regions
 only, with the text edges masked out.
 
-Per image (:func:`photo_features`, ~40 ms):
+Per image (:func:`photo_features`, ~50 ms; ~12 ms without the SIFT step):
 
 1. Shrink so the short side is <= 250 px (an upscaled photo looks smooth at full size).
 2. Per pixel, the largest RGB difference to its 4 neighbours: template fills and gradients give
@@ -18,14 +18,15 @@ Per image (:func:`photo_features`, ~40 ms):
    each box, away from strong edges (so no keypoint sits on text drawn over the photo), and an HSV
    colour histogram of the largest box.
 
-Per pair (:func:`relayout_score`, ~1 ms): the most RANSAC inliers of a similarity transform (scale
+Per pair (:func:`relayout_score`, ~5 ms): the most RANSAC inliers of a similarity transform (scale
 1/4-4, rotation <= 10 degrees) between the two images' photo boxes. Then the copy: a re-layout
 keeps its text, while advertisers reuse one product photo in creatives with other copy. Images
 of photo matches are OCR'd (~0.3 s each, only those) and a link needs character-trigram
 similarity >= 0.3 (:func:`copy_similarity`). On the sample corpus, which reuses 21 photos over
-394 ads, photo matches alone linked 20 pairs of which 4 were re-layouts; with the copy check
-4 (all re-layouts; the sample has 12, the others lost their photo to the text-edge mask or
-have no detectable photo region), 28 s for the 394 images. On the real-photo set it kept 420 of the 421 photo-matched re-layouts (4 runs).
+394 ads, photo matches alone linked 20 pairs of which 4 were re-layouts (OpenCV's default SIFT
+settings); with the copy check and the current settings 6 (all re-layouts; the sample has 12, the
+others lost their photo to the text-edge mask or have no detectable photo region), 51 s for the
+394 images. On the real-photo set it kept 420 of the 421 photo-matched re-layouts (4 runs).
 
 Which pairs (:func:`relayout_pairs`): only images whose aspect ratios differ by > 1.25x (same-size
 pairs are the other stages' business, and JPEG noise made some same-size different-product pairs
@@ -33,9 +34,9 @@ match), not already grouped, and whose photo colour histograms agree (Hellinger 
 -- a cheap pre-filter that kept every re-layout SIFT links while passing 11-14 % of unrelated pairs.
 
 Measured on real photos (``benchmarks/eval_relayout_clothing.py``: real clothing photos and real ad
-copy in the sample's templates): >= 8 inliers links 59-70 % of re-layouts (3 seeds) and 0 of 720
-different products in the same template (their maximum was 7 inliers), 0 of ~1,900 unrelated pairs.
-Misses are mostly full-bleed leaderboards whose visible photo is a thin strip under text. Limits:
+copy in the sample's templates): >= 12 inliers links 65-77 % of re-layouts (2 seeds, lossless and
+JPEG q85) and 0 of 720 different products in the same template (their maximum was 3-10 inliers),
+0 of ~1,900 unrelated pairs. Misses are leaderboards and skyscrapers whose visible photo is a thin strip. Limits:
 mirrored photos do not match (SIFT is not mirror-invariant); the photos there are low-resolution
 (192x256, upscaled), so sharp high-resolution photos are untested; and the stage is quadratic in
 the number of images before the histogram filter (fine for a folder of a few thousand images).
