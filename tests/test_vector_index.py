@@ -199,6 +199,20 @@ def test_invalid_inputs(index, call, err):
         call(index)
 
 
+def test_reserved_id_and_metadata_added_late_are_refused():
+    from adlens.index.vector import VectorIndex
+
+    idx = VectorIndex(dim=4)
+    with pytest.raises(ValueError, match="-1 is reserved"):
+        idx.add(unit(2, 4), ids=[7, -1])
+    idx.add(unit(3, 4), ids=[1, 2, 3])  # no metadata
+    with pytest.raises(ValueError, match="metadata columns"):  # used to leave 'category' with 2 of 5 rows
+        idx.add(unit(2, 4), ids=[4, 5], metadata={"category": ["a", "b"]})
+    assert len(idx) == 3
+    s, i = idx.search(unit(1, 4), k=5)
+    assert sorted(i[0][:3].tolist()) == [1, 2, 3] and i[0][3:].tolist() == [-1, -1]
+
+
 def test_constructor_validation():
     with pytest.raises(ValueError):
         VectorIndex(0)

@@ -31,9 +31,10 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
                 jobs += [(k, DEFAULT_TEXT_MODEL)] if k == "articles" else [(k, DEFAULT_IMAGE_MODEL), (k, DEFAULT_TEXT_MODEL)]
         results = []
         try:
+            embedders = {name: _embedder(get_embedder, name) for _, name in jobs}  # all checked before any work
             with _workspace(workspace) as ws, _progress(not as_json) as factory:
                 for k, name in jobs:
-                    results.append(embed_workspace(ws, k, get_embedder(name), progress=factory(f"embed {k} ({name})")))
+                    results.append(embed_workspace(ws, k, embedders[name], progress=factory(f"embed {k} ({name})")))
         except AdlensError as e:
             _fail(e)
         if as_json:
@@ -87,7 +88,7 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
             with _workspace(workspace) as ws, _progress(not as_json) as factory:
                 result = (fit_tuned(ws, epochs=epochs, random_state=seed, progress=factory("fine-tune")) if finetune
                           else fit_projection(ws, method=method, random_state=seed, progress=factory("embed products")))
-        except AdlensError as e:
+        except (AdlensError, ValueError) as e:  # ValueError: the library's argument checks (method, sizes)
             _fail(e)
         _print_json(result) if as_json else out.print(
             f"learned similarity fitted on {result['products']} products, {result['categories']} categories -> {result['path']}"
@@ -113,7 +114,7 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
                 result = evaluate_similar(test_manifest, train, k=k, method=method, random_state=seed,
                                           progress=factory("embed test"), finetune=finetune, epochs=epochs,
                                           tune_dir=tune_dir, tune_progress=factory("fine-tune"))
-        except AdlensError as e:
+        except (AdlensError, ValueError) as e:  # ValueError: too few rows for --k, one label only, ...
             _fail(e)
         if as_json:
             _print_json(result)
@@ -122,3 +123,17 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
         for name, m in result["methods"].items():
             out.print(f"{name:18s} {m['auc']:6.3f} {m['precision']:6.3f} {m['recall']:6.3f}")
         out.print(f"{result['queries']} queries, {len(result['rejected'])} rejected")
+
+
+def _embedder(get_embedder, name: str):
+    """``get_embedder(name)`` with the failures a user can fix as clear errors: an unknown name, or a
+    registered embedder that needs arguments the CLI cannot give (e.g. open_clip's checkpoint)."""
+    from adlens.errors import InvalidInput
+
+    try:
+        return get_embedder(name)
+    except KeyError as e:
+        raise InvalidInput(str(e).strip("'\"")) from None
+    except (TypeError, ImportError) as e:
+        raise InvalidInput(f"--model {name}: cannot be built here ({e}); embedders that need arguments are "
+                           "used from Python (adlens.embed.get_embedder(name, ...))") from None

@@ -132,9 +132,16 @@ def stage_cascade(ctx: RunContext) -> dict:
     from adlens.embed.base import get_embedder
     from adlens.embed.jobs import DEFAULT_IMAGE_MODEL, image_shas
 
+    from adlens.dedup.cascade import check_threshold
+    from adlens.errors import InvalidInput
+
     s = ctx.ws.settings
     if not s.dedup_cascade:
         return {"skipped": "embedding cascade switched off (ADLENS_DEDUP_CASCADE=false)"}
+    try:
+        check_threshold(s.cascade_threshold)
+    except InvalidInput as e:  # a bad setting must not merge (or silently skip) the ledger's groups
+        return {"skipped": f"ADLENS_CASCADE_THRESHOLD: {e}"}
     model_id = get_embedder(DEFAULT_IMAGE_MODEL).model_id
     shas = image_shas(ctx.ws, "ads")
     keys, vectors = ctx.ws.embeddings.load(model_id, "ads")

@@ -55,9 +55,36 @@ def projection_path(ws: Workspace) -> Path:
     return ws.models_dir / PROJECTION_FILE
 
 
-def load_projection(ws: Workspace) -> CatalogProjection | None:
+def _projection_model_path(ws: Workspace) -> Path:
+    return projection_path(ws).with_name(projection_path(ws).name + ".model")
+
+
+def projection_model(ws: Workspace) -> str | None:
+    """Model id of the embeddings the workspace's projection was fitted on (None without one).
+    Projections saved before this was recorded were fitted on the default image model."""
+    if not projection_path(ws).exists():
+        return None
+    side = _projection_model_path(ws)
+    return side.read_text().strip() if side.exists() else get_embedder(DEFAULT_IMAGE_MODEL).model_id
+
+
+def load_projection(ws: Workspace, model_id: str | None = None) -> CatalogProjection | None:
+    """The learned projection, or None if there is none -- or, with ``model_id``, if it was fitted
+    on another model's embeddings (a projection only means something in its own input space)."""
     path = projection_path(ws)
-    return CatalogProjection.load(path) if path.exists() else None
+    if not path.exists() or (model_id is not None and projection_model(ws) != model_id):
+        return None
+    return CatalogProjection.load(path)
+
+
+def _embedded(ws: Workspace, model_id: str, products: list[dict]) -> tuple[list[dict], np.ndarray | None]:
+    """The products that have a vector of ``model_id`` and their vectors: a product whose image could
+    not be embedded (reported by ``embed_workspace``) is left out instead of failing the catalogue."""
+    gone = set(ws.embeddings.missing(model_id, "products", [p["sha256"] for p in products]))
+    kept = [p for p in products if p["sha256"] not in gone]
+    if not kept:
+        return kept, None
+    return kept, ws.embeddings.get(model_id, "products", [p["sha256"] for p in kept])
 
 
 def fit_projection(ws: Workspace, embedder: Embedder | None = None, method: str = "mlp", random_state: int = 0,
@@ -65,15 +92,18 @@ def fit_projection(ws: Workspace, embedder: Embedder | None = None, method: str 
     """Fit the learned similarity on the workspace's labelled products; saved in the workspace."""
     embedder = embedder or get_embedder(DEFAULT_IMAGE_MODEL)
     embed_workspace(ws, "products", embedder, progress=progress)
-    products = [p for p in _products(ws) if p["category"]]
+    products, X = _embedded(ws, embedder.model_id, [p for p in _products(ws) if p["category"]])
     labels = np.array([p["category"] for p in products])
     if len(set(labels.tolist())) < 2:
         raise InvalidInput("fitting needs products of at least 2 categories (the `category` column)")
-    X = ws.embeddings.get(embedder.model_id, "products", [p["sha256"] for p in products])
-    proj = CatalogProjection(method=method, random_state=random_state).fit(X, labels)
+    try:
+        proj = CatalogProjection(method=method, random_state=random_state).fit(X, labels)
+    except ValueError as e:  # e.g. an unknown method, or too few products per category
+        raise InvalidInput(f"cannot fit the learned similarity: {e}") from None
     path = projection_path(ws)
     path.parent.mkdir(parents=True, exist_ok=True)
     proj.save(path)
+    _projection_model_path(ws).write_text(embedder.model_id + "\n")
     return {"products": len(products), "categories": int(len(proj.classes_)), "method": method,
             "model_id": embedder.model_id, "path": str(path)}
 
@@ -117,13 +147,15 @@ def product_index(ws: Workspace, embedder: Embedder, proj: CatalogProjection | N
     products = _products(ws)
     if not products:
         raise InvalidInput("the workspace has no products; run `adlens ingest products PATH` first")
+    products, X = _embedded(ws, embedder.model_id, products)
+    if not products:
+        raise InvalidInput("no product image could be embedded; see `adlens embed products` for the reasons")
     directory = _index_dir(ws, embedder.model_id, proj, products)
     if directory.exists():
         try:
             return VectorIndex.load(directory), products
         except Exception:  # a partial artifact (crash while saving) is simply rebuilt
             pass
-    X = ws.embeddings.get(embedder.model_id, "products", [p["sha256"] for p in products])
     if proj is not None:
         X = proj.transform(X)
     index = VectorIndex(dim=X.shape[1])
@@ -173,10 +205,14 @@ def similar_products(
     if mode == "tuned" and tuned is None:
         raise InvalidInput("no fine-tuned embedder in this workspace; run `adlens similar-fit --finetune` first")
     embedder = tuned or embedder or get_embedder(DEFAULT_IMAGE_MODEL)
-    proj = None if mode == "raw" or tuned is not None else load_projection(ws)
+    proj = None if mode == "raw" or tuned is not None else load_projection(ws, embedder.model_id)
     if mode == "learned" and proj is None:
-        raise InvalidInput("no learned similarity in this workspace; run `adlens similar fit` first")
+        fitted = projection_model(ws)
+        raise InvalidInput("no learned similarity in this workspace; run `adlens similar-fit` first" if fitted is None else
+                           f"the learned similarity was fitted on {fitted} embeddings, not {embedder.model_id}; "
+                           "refit it with `adlens similar-fit`")
     index, products = product_index(ws, embedder, proj)
+    unindexed = len(_products(ws)) - len(products)
     q, info = _query_vector(ws, query, embedder)
     if proj is not None:
         q = proj.transform(q[None])[0]
@@ -191,7 +227,7 @@ def similar_products(
                         "url": p["url"], "path": p["source_path"], "sha256": p["sha256"], "score": float(s)})
     used = "tuned" if tuned is not None else "raw" if proj is None else "learned"
     return {"query": info, "mode": used, "model_id": embedder.model_id,
-            "results": results}
+            "results": results, "unindexed_products": unindexed}
 
 
 # ---------------------------------------------------------------------------- evaluation

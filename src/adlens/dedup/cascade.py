@@ -19,9 +19,22 @@ stage, :mod:`adlens.dedup.relayout`, matches local features inside the photo reg
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from adlens.errors import InvalidInput
+
 DEFAULT_COSINE_THRESHOLD = 0.95
+
+
+def check_threshold(threshold) -> float:
+    """A cascade threshold is a cosine in (0, 1]: below that nearly every pair of banners would be
+    merged for good in the ledger, and NaN would silently link nothing."""
+    ok = isinstance(threshold, int | float | np.integer | np.floating) and not isinstance(threshold, bool)
+    if not ok or not math.isfinite(float(threshold)) or not 0.0 < float(threshold) <= 1.0:
+        raise InvalidInput(f"cascade threshold must be a cosine in (0, 1], got {threshold!r}")
+    return float(threshold)
 
 
 def embedding_pairs(vectors: np.ndarray, threshold: float = DEFAULT_COSINE_THRESHOLD, block: int = 4096) -> np.ndarray:
@@ -34,6 +47,7 @@ def embedding_pairs(vectors: np.ndarray, threshold: float = DEFAULT_COSINE_THRES
     >>> embedding_pairs(v, 0.98)[:, :2].tolist()
     [[0.0, 1.0]]
     """
+    check_threshold(threshold)
     X = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(X)
     out = []

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
@@ -87,8 +86,11 @@ def embed_workspace(
     if embedder is None:
         embedder = get_embedder(DEFAULT_TEXT_MODEL if kind == "articles" else DEFAULT_IMAGE_MODEL)
     store = ws.embeddings
-    is_image = getattr(embedder, "modality", "image") == "image"
-    if is_image and kind == "articles":
+    # "image", "text" or both ("image+text", e.g. open_clip): ads and products are embedded by their
+    # images when the model reads images, articles by their text
+    modality = set(str(getattr(embedder, "modality", "image")).split("+"))
+    is_image = kind != "articles" and "image" in modality
+    if kind == "articles" and "text" not in modality:
         raise InvalidInput("articles have no images; use a text embedder")
     if is_image:
         keys = image_shas(ws, kind)
@@ -104,9 +106,10 @@ def embed_workspace(
         chunk = todo[s : s + batch_size]
         if is_image and hasattr(embedder, "embed_files"):
             # the embedder's own pipeline decodes in threads while the previous batch runs
-            res = embedder.embed_files([ws.blobs.path_for(sha) for sha in chunk])
+            paths = {str(ws.blobs.path_for(sha)): sha for sha in chunk}
+            res = embedder.embed_files(list(paths))
             ok_keys, vectors = [chunk[i] for i in res.ok], res.vectors
-            failed += [{"key": Path(p).name, "reason": r} for p, r in res.errors]
+            failed += [{"key": paths.get(str(p), str(p)), "reason": r} for p, r in res.errors]
         elif is_image:
             ok_keys, images = [], []
             for sha in chunk:

@@ -217,6 +217,8 @@ class VectorIndex:
                 raise ValueError(f"got {n} vectors but {len(ids)} ids")
             if len(np.unique(ids)) != n:
                 raise ValueError("ids contain duplicates")
+            if (ids == -1).any():  # what searches return for "no result": a real row must not look like it
+                raise ValueError("id -1 is reserved (it marks empty result slots)")
             clash = ids[np.isin(ids, self._ids)]
             if len(clash):
                 raise ValueError(f"ids already in the index: {clash[:5].tolist()}")
@@ -242,7 +244,8 @@ class VectorIndex:
 
     def _check_metadata(self, metadata, n: int) -> dict[str, np.ndarray]:
         metadata = dict(metadata or {})
-        if self._meta and len(self._ids) and set(metadata) != set(self._meta):
+        # every row has every column: an index started without metadata cannot take some later
+        if len(self._ids) and set(metadata) != set(self._meta):
             raise ValueError(f"metadata columns must be {sorted(self._meta)}, got {sorted(metadata)}")
         out = {}
         for k, v in metadata.items():

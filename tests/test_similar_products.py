@@ -1,0 +1,110 @@
+"""Similar products with a plugged-in embedder (no model download): image+text models embed product
+images, a product that cannot be embedded is left out instead of failing the catalogue, and a
+learned projection is only used with the model it was fitted on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from adlens.cli import app
+from adlens.dedup.cascade import check_threshold
+from adlens.embed.jobs import embed_workspace
+from adlens.errors import InvalidInput
+from adlens.ingest.products import ingest_products
+from adlens.similar import fit_projection, load_projection, projection_model, similar_products
+
+
+class JointEmbedder:
+    """An open_clip-like plug-in: reads images and texts; mean colour per quadrant (12-d)."""
+
+    modality, dim = "image+text", 12
+
+    def __init__(self, model_id="fake-joint/v1"):
+        self.model_id = model_id
+
+    def embed_images(self, images):
+        out = []
+        for im in images:
+            a = np.asarray(im, np.float32)
+            h, w = a.shape[:2]
+            v = np.concatenate([a[y:y + h // 2, x:x + w // 2].mean(axis=(0, 1)) for y in (0, h // 2) for x in (0, w // 2)]) + 1
+            out.append(v / np.linalg.norm(v))
+        return np.asarray(out, np.float32)
+
+    def embed_texts(self, texts):
+        v = np.array([[t.count(c) + 1.0 for c in "abcdefghijkl"] for t in texts], np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _catalogue(root, n=12):
+    colours = {"reds": (200, 30, 30), "blues": (30, 30, 200)}
+    for i in range(n):
+        cat = "reds" if i % 2 == 0 else "blues"
+        img = np.full((64, 64, 3), 255, np.uint8)
+        img[8 + i: 40 + i, 8:40] = colours[cat]  # every product a different image
+        (root / cat).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(root / cat / f"p{i:02d}.png")
+
+
+def test_joint_embedder_embeds_product_images_and_a_broken_product_is_left_out(ws, tmp_path):
+    _catalogue(tmp_path / "products")
+    ingest_products(ws, tmp_path / "products")
+    from adlens.embed.jobs import image_shas
+
+    keys = image_shas(ws, "products")
+    ws.blobs.path_for(keys[0]).write_bytes(b"not an image any more")  # damaged on disk after ingest
+    emb = JointEmbedder()
+    res = embed_workspace(ws, "products", emb)
+    assert res["total"] == 12 and res["computed"] == 11
+    assert [f["key"] for f in res["failed"]] == [keys[0]]  # named by its content hash
+    query = tmp_path / "products" / "reds" / "p02.png"
+    out = similar_products(ws, str(query), k=3, mode="raw", embedder=emb)
+    assert out["unindexed_products"] == 1 and len(out["results"]) == 3
+    assert out["results"][0]["score"] == pytest.approx(1.0, abs=1e-5) and out["results"][0]["category"] == "reds"
+    assert keys[0] not in {r["sha256"] for r in out["results"]}
+
+
+def test_projection_is_used_only_with_its_own_model(ws, tmp_path):
+    _catalogue(tmp_path / "products")
+    ingest_products(ws, tmp_path / "products")
+    emb, other = JointEmbedder(), JointEmbedder("another-model/v2")
+    info = fit_projection(ws, embedder=emb, method="linear")
+    assert info["model_id"] == "fake-joint/v1" and projection_model(ws) == "fake-joint/v1"
+    assert load_projection(ws, "fake-joint/v1") is not None and load_projection(ws, "another-model/v2") is None
+    query = str(tmp_path / "products" / "blues" / "p03.png")
+    assert similar_products(ws, query, k=2, embedder=emb)["mode"] == "learned"
+    assert similar_products(ws, query, k=2, embedder=other)["mode"] == "raw"  # auto: no projection for it
+    with pytest.raises(InvalidInput, match="fitted on fake-joint/v1 embeddings, not another-model/v2"):
+        similar_products(ws, query, k=2, embedder=other, mode="learned")
+    with pytest.raises(InvalidInput, match="cannot fit"):
+        fit_projection(ws, embedder=emb, method="bogus")
+
+
+@pytest.mark.parametrize("bad", [-1.0, 0.0, 1.5, float("nan"), float("inf"), "0.9", True, None])
+def test_cascade_threshold_must_be_a_cosine(bad):
+    with pytest.raises(InvalidInput, match="cascade threshold"):
+        check_threshold(bad)
+    assert check_threshold(0.95) == 0.95 and check_threshold(1) == 1.0
+
+
+def test_cascade_stage_skips_on_a_bad_threshold(tmp_path):
+    from adlens.config import Settings
+    from adlens.pipeline import RunContext, stage_cascade
+    from adlens.workspace import init_workspace
+
+    w = init_workspace(tmp_path / "ws", Settings(workspace=tmp_path / "ws", cascade_threshold=-1.0))
+    try:
+        out = stage_cascade(RunContext(w))
+        assert "ADLENS_CASCADE_THRESHOLD" in out["skipped"] and "(0, 1]" in out["skipped"]
+    finally:
+        w.close()
+
+
+def test_embed_cli_names_unknown_and_unbuildable_models(ws):
+    r = CliRunner().invoke(app, ["embed", "products", "--model", "bogus", "--workspace", str(ws.root)])
+    assert r.exit_code == 2 and "unknown embedder 'bogus'" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(app, ["embed", "products", "--model", "open_clip", "--workspace", str(ws.root)])
+    assert r.exit_code == 2 and "cannot be built here" in r.output
