@@ -65,6 +65,8 @@ def test_joint_embedder_embeds_product_images_and_a_broken_product_is_left_out(w
     assert out["unindexed_products"] == 1 and len(out["results"]) == 3
     assert out["results"][0]["score"] == pytest.approx(1.0, abs=1e-5) and out["results"][0]["category"] == "reds"
     assert keys[0] not in {r["sha256"] for r in out["results"]}
+    with pytest.raises(InvalidInput, match="no product of category 'greens'; categories: blues, reds"):
+        similar_products(ws, str(query), k=3, mode="raw", embedder=emb, category="greens")
 
 
 def test_projection_is_used_only_with_its_own_model(ws, tmp_path):
@@ -108,3 +110,19 @@ def test_embed_cli_names_unknown_and_unbuildable_models(ws):
     assert r.exit_code == 2 and "unknown embedder 'bogus'" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(app, ["embed", "products", "--model", "open_clip", "--workspace", str(ws.root)])
     assert r.exit_code == 2 and "cannot be built here" in r.output
+
+
+def test_a_catalogue_jpeg_used_as_the_query_scores_one(ws, tmp_path):
+    """Queries are decoded like the stored vectors (JPEG draft mode for big files): a 1200-px product
+    photo found by itself scores 1, not 0.998 as with a full-size decode."""
+    pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(0)
+    d = tmp_path / "products" / "big"
+    d.mkdir(parents=True)
+    for i in range(2):
+        img = (rng.random((1200, 1200, 3)) * 60 + np.linspace(0, 190, 1200)[None, :, None] * (i + 1) / 2).astype(np.uint8)
+        Image.fromarray(img).save(d / f"p{i}.jpg", quality=90)
+    ingest_products(ws, tmp_path / "products")
+    out = similar_products(ws, str(d / "p1.jpg"), k=1, mode="raw")
+    assert out["results"][0]["path"].endswith("p1.jpg")
+    assert out["results"][0]["score"] == pytest.approx(1.0, abs=1e-6)

@@ -173,12 +173,22 @@ def _query_vector(ws: Workspace, query: str, embedder: Embedder) -> tuple[np.nda
     if row is not None:
         data = ws.blobs.get(row.sha256)
         info = {"ad_id": row.ad_id, "path": row.source_path, "sha256": row.sha256}
+        stored = ws.embeddings.missing(embedder.model_id, "ads", [row.sha256]) == []
+        if stored:  # the embed stage's vector: the same one every other lookup of this ad uses
+            return ws.embeddings.get(embedder.model_id, "ads", [row.sha256])[0], info
+        source = ws.blobs.path_for(row.sha256)
     elif Path(query).is_file():
         data = read_file(query, ws.settings.max_file_bytes)
         info = {"ad_id": None, "path": str(query), "sha256": hashlib.sha256(data).hexdigest()}
+        source = Path(query)
     else:
         raise InvalidInput(f"{query}: neither an ad_id in the workspace nor an image file")
-    _, rgb = load_image(data, query, ws.settings.max_image_pixels)
+    _, rgb = load_image(data, query, ws.settings.max_image_pixels)  # validated like any input
+    if hasattr(embedder, "embed_files"):  # decoded exactly as the stored product vectors were
+        res = embedder.embed_files([source])
+        if res.errors:
+            raise InvalidInput(f"{query}: {res.errors[0][1]}")
+        return res.vectors[0], info
     return embedder.embed_images([rgb])[0], info
 
 
@@ -216,6 +226,9 @@ def similar_products(
     q, info = _query_vector(ws, query, embedder)
     if proj is not None:
         q = proj.transform(q[None])[0]
+    if category and category not in {p["category"] for p in products}:
+        known = sorted({p["category"] for p in products if p["category"]})
+        raise InvalidInput(f"no product of category {category!r}; categories: {', '.join(known[:20]) or 'none'}")
     flt = {"category": category} if category else None
     scores, ids = index.search(q[None].astype(np.float32), k=min(k, len(products)), filter=flt)
     results = []
