@@ -1,6 +1,7 @@
 """The embedding dedup cascade: catches what hashes miss, reported apart from hash matches."""
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 from skimage import data
 
@@ -48,3 +49,49 @@ def test_folder_cascade_finds_crop_and_overlay_that_hashes_miss(tmp_path):
         assert cos >= 0.85 and "b.jpg" not in (a.split("/")[-1], b.split("/")[-1])
     html = write_folder_report(res, tmp_path / "r.html").read_text()
     assert "Embedding duplicates" in html
+
+
+def test_ledger_cascade_stage_links_once_with_stored_vectors(tmp_path):
+    """stage_cascade over the ledger, with vectors put in the store under the default model's id (no
+    model run): the pair at cosine 0.96 is linked once and merged, the pair at 0.90 is not."""
+    import sqlalchemy as sa
+
+    from adlens.config import Settings
+    from adlens.embed.base import get_embedder
+    from adlens.embed.jobs import DEFAULT_IMAGE_MODEL, image_shas
+    from adlens.ingest.ads import ingest_ads
+    from adlens.pipeline import RunContext, stage_cascade
+    from adlens.store import schema
+    from adlens.store.ledger import duplicate_groups
+    from adlens.workspace import init_workspace
+    from conftest import banner
+
+    d = tmp_path / "ads"
+    d.mkdir()
+    for i in range(3):
+        banner(10 + i).save(d / f"a{i}.png")
+    (tmp_path / "ads.csv").write_text("path,ad_id\n" + "".join(f"{d / f'a{i}.png'},AD{i}\n" for i in range(3)))
+    ws = init_workspace(tmp_path / "ws", Settings(workspace=tmp_path / "ws", workers=2))
+    try:
+        ingest_ads(ws, tmp_path / "ads.csv")
+        assert duplicate_groups(ws.engine) == []  # three different banners for the hashes
+        with ws.engine.connect() as conn:
+            sha_of = dict(conn.execute(sa.select(schema.creatives.c.ad_id, schema.images.c.sha256)
+                                       .join(schema.images, schema.images.c.id == schema.creatives.c.image_id)).all())
+        a = np.array([1.0, 0.0, 0.0])
+        vec = {"AD0": a, "AD1": np.array([0.96, np.sqrt(1 - 0.96 ** 2), 0.0]), "AD2": np.array([0.90, 0.0, np.sqrt(1 - 0.81)])}
+        # AD1 . AD2 = 0.864: only AD0-AD1 reaches 0.95
+        keys = image_shas(ws, "ads")
+        by_sha = {sha_of[k]: v for k, v in vec.items()}
+        ws.embeddings.put(get_embedder(DEFAULT_IMAGE_MODEL).model_id, "ads", keys, np.stack([by_sha[k] for k in keys]))
+        out = stage_cascade(RunContext(ws))
+        assert out["images"] == 3 and out["new_links"] == 1
+        assert {out["links"][0]["ad_a"], out["links"][0]["ad_b"]} == {"AD0", "AD1"}
+        assert out["links"][0]["cosine"] == pytest.approx(0.96, abs=1e-4)
+        groups = duplicate_groups(ws.engine)
+        assert [sorted(m["ad_id"] for m in g["members"]) for g in groups] == [["AD0", "AD1"]]
+        with ws.engine.connect() as conn:
+            assert conn.execute(sa.select(schema.dup_links.c.method)).scalars().all() == ["embedding"]
+        assert stage_cascade(RunContext(ws))["new_links"] == 0  # idempotent
+    finally:
+        ws.close()

@@ -14,7 +14,13 @@ from adlens.dedup.cascade import check_threshold
 from adlens.embed.jobs import embed_workspace
 from adlens.errors import InvalidInput
 from adlens.ingest.products import ingest_products
-from adlens.similar import fit_projection, load_projection, projection_model, similar_products
+from adlens.similar import (
+    fit_projection,
+    load_projection,
+    projection_is_current,
+    projection_model,
+    similar_products,
+)
 
 
 class JointEmbedder:
@@ -83,6 +89,12 @@ def test_projection_is_used_only_with_its_own_model(ws, tmp_path):
         similar_products(ws, query, k=2, embedder=other, mode="learned")
     with pytest.raises(InvalidInput, match="cannot fit"):
         fit_projection(ws, embedder=emb, method="bogus")
+    assert projection_is_current(ws)
+    extra = tmp_path / "more" / "greens"
+    extra.mkdir(parents=True)
+    Image.fromarray(np.full((64, 64, 3), (30, 200, 30), np.uint8)).save(extra / "g.png")
+    ingest_products(ws, tmp_path / "more")
+    assert not projection_is_current(ws)  # `adlens run` refits then
 
 
 @pytest.mark.parametrize("bad", [-1.0, 0.0, 1.5, float("nan"), float("inf"), "0.9", True, None])

@@ -242,7 +242,9 @@ def stage_relayout(ctx: RunContext) -> dict:
 
 def stage_similar(ctx: RunContext, n_queries: int = 8, k: int = 5) -> dict:
     """Fit the learned similarity on the catalogue (if labelled) and recommend products for a few ads."""
-    from adlens.similar import fit_projection, load_projection, similar_products
+    from adlens.embed.base import get_embedder
+    from adlens.embed.jobs import DEFAULT_IMAGE_MODEL
+    from adlens.similar import fit_projection, projection_is_current, projection_model, similar_products
 
     with ctx.ws.engine.connect() as conn:
         n_products = conn.execute(sa.select(sa.func.count()).select_from(schema.products)).scalar_one()
@@ -255,7 +257,11 @@ def stage_similar(ctx: RunContext, n_queries: int = 8, k: int = 5) -> dict:
     if not n_products or not ad_ids:
         return {"skipped": "needs ads and products in the workspace"}
     fit = None
-    if n_categories >= 2 and load_projection(ctx.ws) is None:
+    # (re)fit when there is none, or when the default model's projection predates today's catalogue;
+    # a projection a user fitted for another model is left alone
+    fitted_for = projection_model(ctx.ws)
+    default_id = get_embedder(DEFAULT_IMAGE_MODEL).model_id
+    if n_categories >= 2 and (fitted_for is None or (fitted_for == default_id and not projection_is_current(ctx.ws))):
         fit = fit_projection(ctx.ws)
     results = [similar_products(ctx.ws, ad_id, k=k) for ad_id in ad_ids]
     return {"mode": results[0]["mode"], "fit": fit, "k": k, "queries": len(results), "results": results}

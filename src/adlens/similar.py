@@ -55,8 +55,16 @@ def projection_path(ws: Workspace) -> Path:
     return ws.models_dir / PROJECTION_FILE
 
 
-def _projection_model_path(ws: Workspace) -> Path:
-    return projection_path(ws).with_name(projection_path(ws).name + ".model")
+def _projection_meta_path(ws: Workspace) -> Path:
+    return projection_path(ws).with_name(projection_path(ws).name + ".json")
+
+
+def _projection_meta(ws: Workspace) -> dict:
+    side = _projection_meta_path(ws)
+    try:
+        return json.loads(side.read_text()) if side.exists() else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def projection_model(ws: Workspace) -> str | None:
@@ -64,8 +72,18 @@ def projection_model(ws: Workspace) -> str | None:
     Projections saved before this was recorded were fitted on the default image model."""
     if not projection_path(ws).exists():
         return None
-    side = _projection_model_path(ws)
-    return side.read_text().strip() if side.exists() else get_embedder(DEFAULT_IMAGE_MODEL).model_id
+    return _projection_meta(ws).get("model_id") or get_embedder(DEFAULT_IMAGE_MODEL).model_id
+
+
+def catalogue_fingerprint(products: list[dict]) -> str:
+    """What a projection was fitted on: the labelled products' images and categories."""
+    rows = sorted((p["sha256"], p["category"]) for p in products if p["category"])
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+def projection_is_current(ws: Workspace) -> bool:
+    """True when the workspace's projection was fitted on today's labelled catalogue."""
+    return projection_path(ws).exists() and _projection_meta(ws).get("catalogue") == catalogue_fingerprint(_products(ws))
 
 
 def load_projection(ws: Workspace, model_id: str | None = None) -> CatalogProjection | None:
@@ -103,7 +121,8 @@ def fit_projection(ws: Workspace, embedder: Embedder | None = None, method: str 
     path = projection_path(ws)
     path.parent.mkdir(parents=True, exist_ok=True)
     proj.save(path)
-    _projection_model_path(ws).write_text(embedder.model_id + "\n")
+    _projection_meta_path(ws).write_text(json.dumps({"model_id": embedder.model_id,
+                                                     "catalogue": catalogue_fingerprint(products)}) + "\n")
     return {"products": len(products), "categories": int(len(proj.classes_)), "method": method,
             "model_id": embedder.model_id, "path": str(path)}
 
