@@ -90,6 +90,7 @@ def test_ledger_cascade_stage_links_once_with_stored_vectors(tmp_path):
         assert out["links"][0]["cosine"] == pytest.approx(0.96, abs=1e-4)
         groups = duplicate_groups(ws.engine)
         assert [sorted(m["ad_id"] for m in g["members"]) for g in groups] == [["AD0", "AD1"]]
+        assert [m["linked_by"] for m in groups[0]["members"]] == [["embedding"], ["embedding"]]
         with ws.engine.connect() as conn:
             assert conn.execute(sa.select(schema.dup_links.c.method)).scalars().all() == ["embedding"]
         assert stage_cascade(RunContext(ws))["new_links"] == 0  # idempotent

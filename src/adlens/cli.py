@@ -260,8 +260,11 @@ def dedup_groups_cmd(workspace: Path = WorkspaceOpt, as_json: bool = JsonOpt) ->
     if as_json:
         _print_json({"groups": groups})
         return
+    def name(m: dict) -> str:  # members joined by a later stage say which
+        return m["ad_id"] + (f" ({'+'.join(m['linked_by'])})" if m["linked_by"] else "")
+
     for g in groups:
-        out.print(f"[bold]{g['canonical_ad_id']}[/bold]: " + ", ".join(m["ad_id"] for m in g["members"][1:]))
+        out.print(f"[bold]{g['canonical_ad_id']}[/bold]: " + ", ".join(name(m) for m in g["members"][1:]))
     out.print(f"{len(groups)} groups")
 
 

@@ -293,15 +293,21 @@ def duplicate_groups(engine: sa.Engine) -> list[dict]:
     """Every ledger group with >= 2 creatives (ads), canonical first.
 
     Returns ``[{"canonical_id", "canonical_ad_id", "members": [{"ad_id", "image_id", "day",
-    "exact"}...]}]`` where ``exact`` marks creatives whose file is byte-identical to the canonical.
+    "exact", "linked_by"}...]}]`` where ``exact`` marks creatives whose file is byte-identical to the
+    canonical and ``linked_by`` lists the later stages' links touching the member's image
+    (``"embedding"``, ``"relayout"``; empty when hashes alone put it in the group).
     """
-    lg, c = schema.ledger, schema.creatives
+    lg, c, dl = schema.ledger, schema.creatives, schema.dup_links
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(lg.c.canonical_id, c.c.ad_id, c.c.image_id, c.c.day, c.c.source_path, lg.c.first_seen)
             .join(c, c.c.image_id == lg.c.image_id)
             .order_by(lg.c.canonical_id, lg.c.first_seen, c.c.day, c.c.ad_id)
         ).all()
+        methods: dict[int, set[str]] = {}
+        for a, b, method in conn.execute(sa.select(dl.c.image_a, dl.c.image_b, dl.c.method)):
+            methods.setdefault(a, set()).add(method)
+            methods.setdefault(b, set()).add(method)
     groups: dict[int, list] = {}
     for r in rows:
         groups.setdefault(r.canonical_id, []).append(r)
@@ -322,6 +328,7 @@ def duplicate_groups(engine: sa.Engine) -> list[dict]:
                         "day": r.day,
                         "path": r.source_path,
                         "exact": r.image_id == canonical_id,
+                        "linked_by": sorted(methods.get(r.image_id, ())),
                     }
                     for r in members
                 ],
