@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from adlens.bandit.state import BanditStore, EventConflict, UnknownDecision, decision_record, hash_key
+from adlens.bandit.state import (
+    BanditStore,
+    EventConflict,
+    UnknownDecision,
+    decision_record,
+    hash_key,
+)
 from adlens.errors import InvalidInput
 from adlens.store.db import make_engine, migrate
 from adlens.store.schema import api_keys

@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
+from conftest import encode
 from PIL import Image, ImageDraw
 from skimage import data
 
 from adlens.dedup.cascade import embedding_pairs, new_links
 from adlens.dedup.folder import find_duplicates, write_folder_report
-
-from conftest import encode
 
 
 def test_embedding_pairs_matches_brute_force():
@@ -55,6 +54,7 @@ def test_ledger_cascade_stage_links_once_with_stored_vectors(tmp_path):
     """stage_cascade over the ledger, with vectors put in the store under the default model's id (no
     model run): the pair at cosine 0.96 is linked once and merged, the pair at 0.90 is not."""
     import sqlalchemy as sa
+    from conftest import banner
 
     from adlens.config import Settings
     from adlens.embed.base import get_embedder
@@ -64,7 +64,6 @@ def test_ledger_cascade_stage_links_once_with_stored_vectors(tmp_path):
     from adlens.store import schema
     from adlens.store.ledger import duplicate_groups
     from adlens.workspace import init_workspace
-    from conftest import banner
 
     d = tmp_path / "ads"
     d.mkdir()

@@ -209,7 +209,7 @@ def test_reserved_id_and_metadata_added_late_are_refused():
     with pytest.raises(ValueError, match="metadata columns"):  # used to leave 'category' with 2 of 5 rows
         idx.add(unit(2, 4), ids=[4, 5], metadata={"category": ["a", "b"]})
     assert len(idx) == 3
-    s, i = idx.search(unit(1, 4), k=5)
+    _, i = idx.search(unit(1, 4), k=5)
     assert sorted(i[0][:3].tolist()) == [1, 2, 3] and i[0][3:].tolist() == [-1, -1]
 
 

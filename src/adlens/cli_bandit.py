@@ -21,7 +21,15 @@ __all__ = ["register"]
 
 
 def register(app: typer.Typer) -> None:
-    from adlens.cli import JsonOpt, WorkspaceOpt, _fail, _print_json, _workspace, console, out
+    from adlens.cli import (
+        JsonOpt,
+        WorkspaceOpt,
+        _fail,
+        _print_json,
+        _workspace,
+        console,
+        out,
+    )
     from adlens.errors import AdlensError, InvalidInput
 
     bandit_app = typer.Typer(help="Bandit state, weights, off-policy evaluation, simulation.", no_args_is_help=True)
@@ -62,7 +70,6 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from adlens.serve import ServeConfig, Service, create_app
-
         from adlens.serve.worker import ENV, config_to_env, tune_gc
 
         try:

@@ -8,7 +8,15 @@ import typer
 
 
 def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
-    from adlens.cli import JsonOpt, WorkspaceOpt, _fail, _print_json, _progress, _workspace, out
+    from adlens.cli import (
+        JsonOpt,
+        WorkspaceOpt,
+        _fail,
+        _print_json,
+        _progress,
+        _workspace,
+        out,
+    )
     from adlens.embed.finetune import TUNE_EPOCHS
     from adlens.errors import AdlensError
 
@@ -21,7 +29,12 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
     ) -> None:
         """Compute missing image/text embeddings (stored per content hash and model; resumable)."""
         from adlens.embed.base import get_embedder
-        from adlens.embed.jobs import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, KINDS, embed_workspace
+        from adlens.embed.jobs import (
+            DEFAULT_IMAGE_MODEL,
+            DEFAULT_TEXT_MODEL,
+            KINDS,
+            embed_workspace,
+        )
 
         jobs = []
         for k in (KINDS if kind == "all" else [kind]):

@@ -105,7 +105,11 @@ def report_dedup(ctx: RunContext, section: dict, max_groups: int = 60) -> dict:
 def stage_embed(ctx: RunContext) -> dict:
     """Image embeddings of ads and products, text embeddings of ad copy and articles."""
     from adlens.embed.base import get_embedder
-    from adlens.embed.jobs import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, embed_workspace
+    from adlens.embed.jobs import (
+        DEFAULT_IMAGE_MODEL,
+        DEFAULT_TEXT_MODEL,
+        embed_workspace,
+    )
 
     image, text = get_embedder(DEFAULT_IMAGE_MODEL), get_embedder(DEFAULT_TEXT_MODEL)
     jobs = [("ads", image), ("products", image), ("ads", text), ("articles", text)]
@@ -129,10 +133,9 @@ def _name_links(links: list[dict], ads: dict[int, str]) -> list[dict]:
 
 def stage_cascade(ctx: RunContext) -> dict:
     """Embedding dedup over the ledger's ad images (switch: ADLENS_DEDUP_CASCADE)."""
+    from adlens.dedup.cascade import check_threshold
     from adlens.embed.base import get_embedder
     from adlens.embed.jobs import DEFAULT_IMAGE_MODEL, image_shas
-
-    from adlens.dedup.cascade import check_threshold
     from adlens.errors import InvalidInput
 
     s = ctx.ws.settings
@@ -244,7 +247,12 @@ def stage_similar(ctx: RunContext, n_queries: int = 8, k: int = 5) -> dict:
     """Fit the learned similarity on the catalogue (if labelled) and recommend products for a few ads."""
     from adlens.embed.base import get_embedder
     from adlens.embed.jobs import DEFAULT_IMAGE_MODEL
-    from adlens.similar import fit_projection, projection_is_current, projection_model, similar_products
+    from adlens.similar import (
+        fit_projection,
+        projection_is_current,
+        projection_model,
+        similar_products,
+    )
 
     with ctx.ws.engine.connect() as conn:
         n_products = conn.execute(sa.select(sa.func.count()).select_from(schema.products)).scalar_one()

@@ -371,7 +371,11 @@ def _evaluate_tuned(tpaths, tok, ty, paths, ok, y, k, epochs, random_state, tune
     import tempfile
 
     from adlens.embed.evaluate import evaluate_embeddings
-    from adlens.embed.finetune import TunedEfficientNet, finetune_backbone, load_training_pixels
+    from adlens.embed.finetune import (
+        TunedEfficientNet,
+        finetune_backbone,
+        load_training_pixels,
+    )
 
     with tempfile.TemporaryDirectory(prefix="adlens-tune-") as tmp:
         out_dir = Path(tune_dir) if tune_dir else Path(tmp)

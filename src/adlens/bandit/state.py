@@ -35,7 +35,13 @@ import numpy as np
 import sqlalchemy as sa
 
 from adlens.errors import InvalidInput
-from adlens.store.schema import api_keys, bandit_arms, bandit_decisions, bandit_events, bandit_state
+from adlens.store.schema import (
+    api_keys,
+    bandit_arms,
+    bandit_decisions,
+    bandit_events,
+    bandit_state,
+)
 
 __all__ = ["ArmCounts", "BanditStore", "DecisionRecord", "decision_record", "EVENT_TYPES", "UnknownDecision", "EventConflict", "hash_key"]
 
