@@ -90,6 +90,12 @@ def test_ledger_cascade_stage_links_once_with_stored_vectors(tmp_path):
         groups = duplicate_groups(ws.engine)
         assert [sorted(m["ad_id"] for m in g["members"]) for g in groups] == [["AD0", "AD1"]]
         assert [m["linked_by"] for m in groups[0]["members"]] == [["embedding"], ["embedding"]]
+        # a hash duplicate of AD2 joins by the hash stage alone: nothing listed for it
+        banner(12).resize((300, 250)).save(d / "a2_copy.png")
+        (tmp_path / "more.csv").write_text(f"path,ad_id\n{d / 'a2_copy.png'},AD3\n")
+        ingest_ads(ws, tmp_path / "more.csv")
+        hashed = [g for g in duplicate_groups(ws.engine) if "AD3" in {m["ad_id"] for m in g["members"]}]
+        assert len(hashed) == 1 and [m["linked_by"] for m in hashed[0]["members"]] == [[], []]
         with ws.engine.connect() as conn:
             assert conn.execute(sa.select(schema.dup_links.c.method)).scalars().all() == ["embedding"]
         assert stage_cascade(RunContext(ws))["new_links"] == 0  # idempotent

@@ -40,6 +40,19 @@ class JointEmbedder:
             out.append(v / np.linalg.norm(v))
         return np.asarray(out, np.float32)
 
+    def embed_files(self, paths):  # the pipeline path real image embedders take (errors by file)
+        from adlens.embed.image import FileEmbeddings, load_rgb
+
+        ok, vecs, errors = [], [], []
+        for i, path in enumerate(paths):
+            try:
+                vecs.append(self.embed_images([np.asarray(load_rgb(path))])[0])
+                ok.append(i)
+            except InvalidInput as e:
+                errors.append((str(path), str(e)))
+        return FileEmbeddings(vectors=np.asarray(vecs, np.float32).reshape(-1, self.dim), ok=np.asarray(ok, np.int64),
+                              paths=[str(paths[i]) for i in ok], errors=errors)
+
     def embed_texts(self, texts):
         v = np.array([[t.count(c) + 1.0 for c in "abcdefghijkl"] for t in texts], np.float32)
         return v / np.linalg.norm(v, axis=1, keepdims=True)
@@ -71,6 +84,13 @@ def test_joint_embedder_embeds_product_images_and_a_broken_product_is_left_out(w
     assert out["unindexed_products"] == 1 and len(out["results"]) == 3
     assert out["results"][0]["score"] == pytest.approx(1.0, abs=1e-5) and out["results"][0]["category"] == "reds"
     assert keys[0] not in {r["sha256"] for r in out["results"]}
+    assert len(list((ws.artifacts / "index").glob("products-*-raw-*"))) == 1
+    extra = tmp_path / "more" / "reds"
+    extra.mkdir(parents=True)
+    Image.fromarray(np.full((64, 64, 3), (210, 20, 20), np.uint8)).save(extra / "r.png")
+    ingest_products(ws, tmp_path / "more")
+    assert len(similar_products(ws, str(query), k=20, mode="raw", embedder=emb)["results"]) == 12
+    assert len(list((ws.artifacts / "index").glob("products-*-raw-*"))) == 1  # the old catalogue's index is gone
     with pytest.raises(InvalidInput, match="no product of category 'greens'; categories: blues, reds"):
         similar_products(ws, str(query), k=3, mode="raw", embedder=emb, category="greens")
 
@@ -95,6 +115,39 @@ def test_projection_is_used_only_with_its_own_model(ws, tmp_path):
     Image.fromarray(np.full((64, 64, 3), (30, 200, 30), np.uint8)).save(extra / "g.png")
     ingest_products(ws, tmp_path / "more")
     assert not projection_is_current(ws)  # `adlens run` refits then
+
+
+def test_run_refits_a_stale_projection_with_the_users_method_and_not_every_time(ws, tmp_path, monkeypatch):
+    import json
+
+    from adlens.embed import base
+    from adlens.embed.jobs import image_shas
+    from adlens.pipeline import RunContext, stage_similar
+    from adlens.similar import projection_path
+
+    monkeypatch.setattr(base, "get_embedder", lambda name, **kw: JointEmbedder("default-stand-in/v1"))
+    monkeypatch.setattr("adlens.similar.get_embedder", lambda name, **kw: JointEmbedder("default-stand-in/v1"))
+    _catalogue(tmp_path / "products")
+    ingest_products(ws, tmp_path / "products")
+    ws.blobs.path_for(image_shas(ws, "products")[0]).write_bytes(b"broken")  # one labelled product never embeds
+    from conftest import banner
+
+    (tmp_path / "ads").mkdir()
+    banner(3).save(tmp_path / "ads" / "a.png")
+    from adlens.ingest.ads import ingest_ads
+
+    ingest_ads(ws, tmp_path / "ads")
+    fit_projection(ws, embedder=JointEmbedder("default-stand-in/v1"), method="linear", random_state=3)
+    meta = projection_path(ws).with_name(projection_path(ws).name + ".json")
+    assert json.loads(meta.read_text())["method"] == "linear" and projection_is_current(ws)
+    assert stage_similar(RunContext(ws))["fit"] is None  # current despite the unembeddable product
+    extra = tmp_path / "more" / "greens"
+    extra.mkdir(parents=True)
+    Image.fromarray(np.full((64, 64, 3), (30, 200, 30), np.uint8)).save(extra / "g.png")
+    ingest_products(ws, tmp_path / "more")
+    out = stage_similar(RunContext(ws))
+    assert out["fit"]["method"] == "linear" and out["fit"]["categories"] == 3  # refitted as the user fitted
+    assert json.loads(meta.read_text())["random_state"] == 3 and stage_similar(RunContext(ws))["fit"] is None
 
 
 @pytest.mark.parametrize("bad", [-1.0, 0.0, 1.5, float("nan"), float("inf"), "0.9", True, None])

@@ -213,6 +213,18 @@ def test_reserved_id_and_metadata_added_late_are_refused():
     assert sorted(i[0][:3].tolist()) == [1, 2, 3] and i[0][3:].tolist() == [-1, -1]
 
 
+def test_columns_start_again_after_every_row_is_removed():
+    from adlens.index.vector import VectorIndex
+
+    idx = VectorIndex(dim=4)
+    idx.add(unit(2, 4), ids=[1, 2], metadata={"c": ["a", "b"]})
+    assert idx.remove([1, 2]) == 2
+    idx.add(unit(2, 4, seed=1), ids=[3, 4])  # was KeyError 'c'
+    assert len(idx) == 2 and sorted(idx.search(unit(1, 4), k=2)[1][0].tolist()) == [3, 4]
+    with pytest.raises(ValueError, match="metadata columns"):
+        idx.add(unit(1, 4, seed=2), ids=[5], metadata={"c": ["x"]})
+
+
 def test_constructor_validation():
     with pytest.raises(ValueError):
         VectorIndex(0)

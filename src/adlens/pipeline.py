@@ -249,6 +249,7 @@ def stage_similar(ctx: RunContext, n_queries: int = 8, k: int = 5) -> dict:
     from adlens.embed.jobs import DEFAULT_IMAGE_MODEL
     from adlens.similar import (
         fit_projection,
+        projection_fit_args,
         projection_is_current,
         projection_model,
         similar_products,
@@ -270,7 +271,7 @@ def stage_similar(ctx: RunContext, n_queries: int = 8, k: int = 5) -> dict:
     fitted_for = projection_model(ctx.ws)
     default_id = get_embedder(DEFAULT_IMAGE_MODEL).model_id
     if n_categories >= 2 and (fitted_for is None or (fitted_for == default_id and not projection_is_current(ctx.ws))):
-        fit = fit_projection(ctx.ws)
+        fit = fit_projection(ctx.ws, **projection_fit_args(ctx.ws))
     results = [similar_products(ctx.ws, ad_id, k=k) for ad_id in ad_ids]
     return {"mode": results[0]["mode"], "fit": fit, "k": k, "queries": len(results), "results": results}
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +83,18 @@ def catalogue_fingerprint(products: list[dict]) -> str:
 
 
 def projection_is_current(ws: Workspace) -> bool:
-    """True when the workspace's projection was fitted on today's labelled catalogue."""
-    return projection_path(ws).exists() and _projection_meta(ws).get("catalogue") == catalogue_fingerprint(_products(ws))
+    """True when the workspace's projection was fitted on today's labelled catalogue -- or when it
+    predates that record (then nothing is known, and it is left as the user fitted it)."""
+    if not projection_path(ws).exists():
+        return False
+    stored = _projection_meta(ws).get("catalogue")
+    return stored is None or stored == catalogue_fingerprint(_products(ws))
+
+
+def projection_fit_args(ws: Workspace) -> dict:
+    """``method`` and ``random_state`` the workspace's projection was fitted with (defaults if unknown)."""
+    meta = _projection_meta(ws)
+    return {k: meta[k] for k in ("method", "random_state") if k in meta}
 
 
 def load_projection(ws: Workspace, model_id: str | None = None) -> CatalogProjection | None:
@@ -110,7 +121,8 @@ def fit_projection(ws: Workspace, embedder: Embedder | None = None, method: str 
     """Fit the learned similarity on the workspace's labelled products; saved in the workspace."""
     embedder = embedder or get_embedder(DEFAULT_IMAGE_MODEL)
     embed_workspace(ws, "products", embedder, progress=progress)
-    products, X = _embedded(ws, embedder.model_id, [p for p in _products(ws) if p["category"]])
+    labelled = [p for p in _products(ws) if p["category"]]
+    products, X = _embedded(ws, embedder.model_id, labelled)
     labels = np.array([p["category"] for p in products])
     if len(set(labels.tolist())) < 2:
         raise InvalidInput("fitting needs products of at least 2 categories (the `category` column)")
@@ -120,9 +132,15 @@ def fit_projection(ws: Workspace, embedder: Embedder | None = None, method: str 
         raise InvalidInput(f"cannot fit the learned similarity: {e}") from None
     path = projection_path(ws)
     path.parent.mkdir(parents=True, exist_ok=True)
+    meta = _projection_meta_path(ws)
+    meta.unlink(missing_ok=True)  # a crash before the new one is written: no stale label on the new file
     proj.save(path)
-    _projection_meta_path(ws).write_text(json.dumps({"model_id": embedder.model_id,
-                                                     "catalogue": catalogue_fingerprint(products)}) + "\n")
+    tmp = meta.with_name(meta.name + ".tmp")
+    # the fingerprint covers every labelled product, embedded or not, as projection_is_current sees them;
+    # method and seed are kept so that `adlens run` refits the way the user fitted
+    tmp.write_text(json.dumps({"model_id": embedder.model_id, "catalogue": catalogue_fingerprint(labelled),
+                               "method": method, "random_state": random_state}) + "\n")
+    tmp.replace(meta)
     return {"products": len(products), "categories": int(len(proj.classes_)), "method": method,
             "model_id": embedder.model_id, "path": str(path)}
 
@@ -180,6 +198,12 @@ def product_index(ws: Workspace, embedder: Embedder, proj: CatalogProjection | N
     index = VectorIndex(dim=X.shape[1])
     index.add(X, ids=np.arange(len(products)), metadata={"category": np.array([p["category"] or "" for p in products])})
     index.save(directory)
+    # the same model and mode for an older catalogue or projection: a cache nobody will read again
+    # (an index of 100k products is ~0.5 GB)
+    mode = "raw" if proj is None else "learned"
+    for old in directory.parent.glob(f"products-{model_slug(embedder.model_id)}-{mode}-*"):
+        if old != directory:
+            shutil.rmtree(old, ignore_errors=True)
     return index, products
 
 

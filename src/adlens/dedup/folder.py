@@ -80,6 +80,10 @@ def find_duplicates(
     folder = Path(folder)
     if not folder.is_dir():
         raise InvalidInput(f"{folder}: not a folder")
+    if cascade_threshold is not None:  # before any work, with or without --cascade
+        from adlens.dedup.cascade import check_threshold
+
+        check_threshold(cascade_threshold)
     settings = get_settings()
     phash_radius = DEFAULT_PHASH_RADIUS if phash_radius is None else phash_radius
     files = iter_folder_files(folder)

@@ -260,8 +260,9 @@ class VectorIndex:
         return out
 
     def _append(self, ids: np.ndarray, meta: dict[str, np.ndarray]) -> None:
+        empty = len(self._ids) == 0  # the first rows (or the first after removing all) set the columns
         self._ids = np.concatenate([self._ids, ids])
-        if not self._meta:
+        if empty or not self._meta:
             self._meta = meta
         else:
             self._meta = {k: np.concatenate([self._meta[k], meta[k]]) for k in self._meta}

@@ -305,7 +305,8 @@ def duplicate_groups(engine: sa.Engine) -> list[dict]:
             .order_by(lg.c.canonical_id, lg.c.first_seen, c.c.day, c.c.ad_id)
         ).all()
         methods: dict[int, set[str]] = {}
-        for a, b, method in conn.execute(sa.select(dl.c.image_a, dl.c.image_b, dl.c.method)):
+        later = ("embedding", "relayout")  # dup_links also holds the hash stage's own links
+        for a, b, method in conn.execute(sa.select(dl.c.image_a, dl.c.image_b, dl.c.method).where(dl.c.method.in_(later))):
             methods.setdefault(a, set()).add(method)
             methods.setdefault(b, set()).add(method)
     groups: dict[int, list] = {}
