@@ -68,6 +68,7 @@ _MAX_BOXES = 2
 # 0.04) and up to 1,500 keypoints linked 9-15 points more re-layouts on 4 seeds of the real-photo eval
 # with no higher hard-negative scores; pairs cost ~4x (BENCHMARKS.md, session 9).
 _SIFT_FEATURES = 1500
+_SIFT_SHORT = 256  # photo crops are upscaled to at least this short side for SIFT
 _SIFT_CONTRAST = 0.02
 #: bump when anything that changes features or scores changes: incremental runs then rescore all
 FEATURES_VERSION = 2
@@ -174,7 +175,7 @@ def photo_features(rgb: np.ndarray, descriptors: bool = True) -> PhotoFeatures:
     for x0, y0, x1, y1 in boxes:
         g, m = gray[y0:y1, x0:x1], mask[y0:y1, x0:x1]
         h, w = g.shape
-        f = 256 / min(h, w) if min(h, w) < 256 else 1.0  # tiny leaderboard photos are upscaled
+        f = _SIFT_SHORT / min(h, w) if min(h, w) < _SIFT_SHORT else 1.0  # tiny leaderboard photos are upscaled
         if max(h, w) * f > 640:
             f = 640 / max(h, w)
         if f != 1.0:
