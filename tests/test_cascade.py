@@ -101,3 +101,54 @@ def test_ledger_cascade_stage_links_once_with_stored_vectors(tmp_path):
         assert stage_cascade(RunContext(ws))["new_links"] == 0  # idempotent
     finally:
         ws.close()
+
+
+def test_dedup_check_with_cascade_finds_a_crop_the_hashes_miss(tmp_path):
+    """`dedup check --cascade`: a 12 % crop of a ledger ad is `new` to the hashes and an
+    `embedding_duplicate` of that ad once the stored embeddings are compared (plug-in embedder)."""
+    from test_similar_products import JointEmbedder
+    from typer.testing import CliRunner
+
+    from adlens.cli import app
+    from adlens.config import Settings
+    from adlens.dedup.lookup import check_images
+    from adlens.embed.jobs import embed_workspace
+    from adlens.errors import InvalidInput
+    from adlens.ingest.ads import ingest_ads
+    from adlens.workspace import init_workspace
+
+    photo = Image.fromarray(data.astronaut()).resize((300, 300))
+    crop = photo.crop((18, 18, 282, 282))
+    other = Image.fromarray(data.coffee()).resize((300, 300))
+    d = tmp_path / "ads"
+    d.mkdir()
+    photo.save(d / "a.png")
+    other.save(d / "b.png")
+    crop.save(tmp_path / "crop.png")
+    (tmp_path / "ads.csv").write_text(f"path,ad_id\n{d / 'a.png'},AST\n{d / 'b.png'},COF\n")
+    emb = JointEmbedder()
+    # the expectation, computed on the arrays directly: the crop is closer to its ad than to the other
+    q, a, b = emb.embed_images([np.asarray(crop), np.asarray(photo), np.asarray(other)])
+    assert q @ a > q @ b
+    threshold = float((q @ a + q @ b) / 2)
+    ws = init_workspace(tmp_path / "ws", Settings(workspace=tmp_path / "ws", workers=2))
+    try:
+        ingest_ads(ws, tmp_path / "ads.csv")
+        with pytest.raises(InvalidInput, match="no stored ad embeddings"):
+            check_images(ws, [tmp_path / "crop.png"], cascade=True, embedder=emb)
+        embed_workspace(ws, "ads", emb)
+        plain = check_images(ws, [tmp_path / "crop.png"])[0]
+        assert plain["status"] == "new" and "embedding_matches" not in plain  # the hashes miss it
+        (res, bad, same) = check_images(ws, [tmp_path / "crop.png", tmp_path / "missing.png", d / "a.png"],
+                                        cascade=True, threshold=threshold, embedder=emb)
+        assert res["status"] == "embedding_duplicate" and [m["ad_ids"] for m in res["embedding_matches"]] == [["AST"]]
+        assert res["embedding_matches"][0]["cosine"] == pytest.approx(float(q @ a), abs=1e-4)
+        assert bad["status"] == "error"  # the batch goes on
+        assert same["status"] == "exact" and same["embedding_matches"] == []  # found by hash: not listed twice
+        with pytest.raises(InvalidInput, match="cascade threshold"):
+            check_images(ws, [tmp_path / "crop.png"], cascade=True, threshold=1.5, embedder=emb)
+    finally:
+        ws.close()
+    r = CliRunner().invoke(app, ["dedup", "check", str(tmp_path / "crop.png"), "--cascade", "--threshold", "2",
+                                 "--workspace", str(tmp_path / "ws")])
+    assert r.exit_code == 2 and "cascade threshold" in r.output

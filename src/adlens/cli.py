@@ -181,6 +181,8 @@ def ingest_products_cmd(
 @dedup_app.command("check")
 def dedup_check_cmd(
     images: list[Path] = typer.Argument(..., help="Image files to look up (not ingested)."),
+    cascade: bool = typer.Option(False, "--cascade", help="Also compare embeddings with the stored ads' (crops, overlays)."),
+    threshold: float = typer.Option(None, help="Cosine threshold with --cascade (default ADLENS_CASCADE_THRESHOLD, 0.95)."),
     workspace: Path = WorkspaceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -189,7 +191,7 @@ def dedup_check_cmd(
 
     try:
         with _workspace(workspace) as ws:
-            results = check_images(ws, images)
+            results = check_images(ws, images, cascade=cascade, threshold=threshold)
     except AdlensError as e:
         _fail(e)
     if as_json:
@@ -198,6 +200,10 @@ def dedup_check_cmd(
     for r in results:
         if r.get("error"):
             out.print(f"[red]{r['path']}[/red]: {r['error']}")
+        elif not r["matches"] and r.get("embedding_matches"):
+            m = r["embedding_matches"][0]
+            out.print(f"{r['path']}: [yellow]embedding duplicate[/yellow] of {', '.join(m['ad_ids']) or m['image_id']} "
+                      f"(cosine {m['cosine']}, first seen {m['first_seen']}, {len(r['embedding_matches'])} match(es))")
         elif not r["matches"]:
             out.print(f"{r['path']}: [green]new[/green] (not in the ledger)")
         else:
