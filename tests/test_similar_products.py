@@ -191,3 +191,43 @@ def test_a_catalogue_jpeg_used_as_the_query_scores_one(ws, tmp_path):
     out = similar_products(ws, str(d / "p1.jpg"), k=1, mode="raw")
     assert out["results"][0]["path"].endswith("p1.jpg")
     assert out["results"][0]["score"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_embed_cli_with_a_registered_model_is_resumable_and_similar_cli_answers(ws, tmp_path, monkeypatch):
+    """`adlens embed --model NAME` with a registered plug-in: a second run computes nothing (the
+    store keys vectors by content hash and model); `adlens similar --json --report` on the catalogue."""
+    import json
+
+    from adlens.embed import base
+
+    monkeypatch.setitem(base._REGISTRY, "fake-joint", lambda **kw: JointEmbedder())
+    _catalogue(tmp_path / "products")
+    ingest_products(ws, tmp_path / "products")
+    run = CliRunner()
+    first = run.invoke(app, ["embed", "products", "--model", "fake-joint", "--json", "--workspace", str(ws.root)])
+    assert first.exit_code == 0, first.output
+    assert [(r["computed"], r["cached"]) for r in json.loads(first.stdout)] == [(12, 0)]
+    again = run.invoke(app, ["embed", "products", "--model", "fake-joint", "--json", "--workspace", str(ws.root)])
+    assert [(r["computed"], r["cached"], r["failed"]) for r in json.loads(again.stdout)] == [(0, 12, [])]
+    keys, vectors = ws.embeddings.load("fake-joint/v1", "products")
+    assert len(keys) == len(set(keys)) == 12 and vectors.shape == (12, 12)  # nothing stored twice
+
+
+def test_similar_cli_json_and_report(ws, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import json
+
+    _catalogue(tmp_path / "products")
+    ingest_products(ws, tmp_path / "products")
+    query = tmp_path / "products" / "reds" / "p04.png"
+    r = CliRunner().invoke(app, ["similar", str(query), "--k", "3", "--mode", "raw", "--json",
+                                 "--report", str(tmp_path / "sim.html"), "--workspace", str(ws.root)])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["mode"] == "raw" and out["unindexed_products"] == 0 and len(out["results"]) == 3
+    assert out["results"][0]["path"].endswith("p04.png") and out["results"][0]["score"] == pytest.approx(1.0, abs=1e-6)
+    assert [x["score"] for x in out["results"]] == sorted((x["score"] for x in out["results"]), reverse=True)
+    html = (tmp_path / "sim.html").read_text()
+    assert html.count("<img") >= 4  # the query and its 3 products
+    r = CliRunner().invoke(app, ["similar", "no-such-ad", "--workspace", str(ws.root)])
+    assert r.exit_code == 2 and "neither an ad_id" in r.output
