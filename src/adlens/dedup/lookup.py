@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
+import sqlalchemy as sa
+
 from adlens.errors import InvalidInput
 from adlens.ingest.images import hash_image, image_id_for_sha
 from adlens.ingest.validate import load_image, read_file
@@ -56,13 +59,11 @@ class _EmbeddingLookup:
     """Stored ad embeddings of the workspace, searched exactly for each checked image."""
 
     def __init__(self, ws: Workspace, threshold: float | None, embedder=None):
-        import numpy as np
-
         from adlens.dedup.cascade import check_threshold
         from adlens.embed.base import get_embedder
         from adlens.embed.jobs import DEFAULT_IMAGE_MODEL
 
-        self.ws, self.np = ws, np
+        self.ws = ws
         self.threshold = check_threshold(ws.settings.cascade_threshold if threshold is None else threshold)
         self.embedder = embedder or get_embedder(DEFAULT_IMAGE_MODEL)
         keys, self.vectors = ws.embeddings.load(self.embedder.model_id, "ads")
@@ -72,8 +73,6 @@ class _EmbeddingLookup:
         self.keys = list(keys)
 
     def matches(self, path, exclude: set[int]) -> list[dict]:
-        import sqlalchemy as sa
-
         from adlens.store import schema
         from adlens.store.ledger import _ad_ids_by_image
 
@@ -81,7 +80,7 @@ class _EmbeddingLookup:
         if res.errors:
             raise InvalidInput(f"{path}: {res.errors[0][1]}")
         cos = self.vectors @ res.vectors[0]
-        hits = self.np.flatnonzero(cos >= self.threshold)
+        hits = np.flatnonzero(cos >= self.threshold)
         if not len(hits):
             return []
         by_sha = {self.keys[i]: float(cos[i]) for i in hits}
