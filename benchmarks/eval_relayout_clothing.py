@@ -80,8 +80,8 @@ def shared_photo(a, b) -> float:
 
 
 def build(n_campaigns: int, seed: int):
-    """[(campaign, photo index, kind, PIL image, visible photo crop)] rendered from real photos and
-    real copy."""
+    """[(campaign, photo index, kind, PIL image, visible photo crop, creative)] rendered from real
+    photos and real copy (``creative``: the :class:`adlens.sample.corpus.Creative` it was drawn from)."""
     by_label: dict[str, list[str]] = {}
     with open(DATA / "clothing" / "labels.csv", newline="") as f:
         for r in csv.DictReader(f):
@@ -110,9 +110,17 @@ def build(n_campaigns: int, seed: int):
             for k, p in enumerate(photos):
                 c = replace(base, photo=p)
                 r = corpus._relayout(rnd, c)
-                items.append((camp, k, "banner", corpus.render_creative(c), visible_crop(c)))
-                items.append((camp, k, "relayout", corpus.render_creative(r), visible_crop(r)))
+                items.append((camp, k, "banner", corpus.render_creative(c), visible_crop(c), c))
+                items.append((camp, k, "relayout", corpus.render_creative(r), visible_crop(r), r))
     return items
+
+
+def render(c) -> Image.Image:
+    """Render a creative of :func:`build` again (its photo may be a file path)."""
+    original_photo = corpus._photo
+    with mock.patch.object(corpus, "_photo", lambda n: Image.open(n).convert("RGB") if n.startswith("/")
+                           else original_photo(n)):
+        return corpus.render_creative(c)
 
 
 def _jpeg(img: Image.Image, quality: int) -> Image.Image:

@@ -222,6 +222,7 @@ def dedup_find_cmd(
     phash_radius: int = typer.Option(None, help="Max pHash Hamming distance (default: tuned value)."),
     cascade: bool = typer.Option(False, "--cascade", help="Also find embedding duplicates hashes miss (crops, overlays)."),
     threshold: float = typer.Option(None, help="Cosine threshold of the embedding cascade (default 0.95)."),
+    verify_min: float = typer.Option(None, "--verify-min", help="With --cascade: pairs from this cosine up to the threshold are pixel-checked and linked when one is a crop of the other (default 0.8; set it to the threshold to switch the check off)."),
     relayout: bool = typer.Option(False, "--relayout", help="Also link re-layouts: the same photo in another ad size (SIFT in photo regions; ~50 ms an image)."),
     min_inliers: int = typer.Option(None, "--min-inliers", help="SIFT inliers a re-layout link needs (default 12; 8 links more on lossless banners, with a small risk of false links on JPEG)."),
     as_json: bool = JsonOpt,
@@ -232,7 +233,8 @@ def dedup_find_cmd(
     try:
         with _progress(not as_json) as factory:
             result = find_duplicates(folder, phash_radius=phash_radius, progress=factory("hash"),
-                                     cascade=cascade, cascade_threshold=threshold, relayout=relayout,
+                                     cascade=cascade, cascade_threshold=threshold, verify_min=verify_min,
+                                     relayout=relayout,
                                      relayout_min_inliers=min_inliers,
                                      relayout_progress=factory("re-layout pairs") if relayout else None)
         if report:
@@ -250,6 +252,10 @@ def dedup_find_cmd(
         out.print(f"[red]rejected[/red] {r['path']}: {r['reason']}")
     for a, b, cos in result.get("embedding_pairs", []):
         out.print(f"[cyan]embedding duplicate[/cyan] (cosine {cos}): {a} ~ {b}")
+    for a, b, cos, agreement in result.get("crop_pairs", []):
+        out.print(f"[cyan]crop[/cyan] (cosine {cos}, pixels agree {agreement}): {a} ~ {b}")
+    for r in result.get("embedding_errors", []):
+        out.print(f"[red]pixel check skipped[/red] {r['path']}: {r['reason']}")
     for a, b, n in result.get("relayout_pairs", []):
         out.print(f"[cyan]re-layout[/cyan] ({n} SIFT inliers): {a} ~ {b}")
     for r in result.get("relayout_errors", []):

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     workers: int = max(1, os.cpu_count() or 1)
     dedup_cascade: bool = True
     cascade_threshold: float = 0.95
+    cascade_verify_min: float = 0.80  # pairs at [this, cascade_threshold) get the pixel check (adlens.dedup.verify)
     # re-layout stage: SIFT on new images and their candidates (~50 ms each) each run, so opt-in
     dedup_relayout: bool = False
     relayout_min_inliers: int = 12

@@ -154,9 +154,25 @@ def stage_cascade(ctx: RunContext) -> dict:
     with ctx.ws.engine.connect() as conn:
         ids = dict(conn.execute(sa.select(im.c.sha256, im.c.id).where(im.c.sha256.in_(shas))).all())
         ads = _first_ad_by_image(conn)
-    links = _name_links(ctx.ws.ledger().link_by_embedding([ids[h] for h in shas], vectors[[pos[h] for h in shas]],
-                                                          s.cascade_threshold), ads)
-    return {"threshold": s.cascade_threshold, "images": len(shas), "new_links": len(links), "links": links}
+    try:
+        check_threshold(s.cascade_verify_min)
+    except InvalidInput as e:
+        return {"skipped": f"ADLENS_CASCADE_VERIFY_MIN: {e}"}
+    blobs, errors = ctx.ws.blobs, []
+
+    def load(k: int) -> np.ndarray:  # crops in the grey zone are pixel-checked
+        with Image.open(io.BytesIO(blobs.get(shas[k]))) as img:
+            return np.asarray(img.convert("RGB"))
+
+    def failed(k: int, reason: str) -> None:
+        errors.append({"image_id": ids[shas[k]], "ad_id": ads.get(ids[shas[k]]), "reason": f"pixel check: {reason}"})
+
+    links = _name_links(ctx.ws.ledger().link_by_embedding(
+        [ids[h] for h in shas], vectors[[pos[h] for h in shas]], s.cascade_threshold, load=load,
+        verify_min=s.cascade_verify_min, on_error=failed, workers=s.workers), ads)
+    return {"threshold": s.cascade_threshold, "verify_min": s.cascade_verify_min, "images": len(shas),
+            "new_links": len(links), "pixel_checked_links": sum(1 for link in links if link.get("pixel_check")),
+            "links": links, "errors": errors}
 
 
 RELAYOUT_STATE_KEY = "relayout_state"  # meta row: last image id scored, and the settings it was scored with

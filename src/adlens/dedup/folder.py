@@ -61,6 +61,7 @@ def find_duplicates(
     progress=None,
     cascade: bool = False,
     cascade_threshold: float | None = None,
+    verify_min: float | None = None,
     relayout: bool = False,
     relayout_min_inliers: int | None = None,
     relayout_progress=None,
@@ -70,8 +71,10 @@ def find_duplicates(
     Returns ``{"root", "files", "images", "groups": [[path, ...], ...], "files_in_groups",
     "rejected": [{"path", "reason"}], "rule": {...}}``; paths are as found under ``folder``.
     With ``cascade`` the images are also embedded and pairs with cosine >= ``cascade_threshold``
-    that hashes did not group are added, reported apart: ``"embedding_pairs": [[a, b, cos]]``
-    and ``"embedding_groups"`` (the groups those links form or extend, hash members included).
+    that hashes did not group are added, reported apart: ``"embedding_pairs": [[a, b, cos]]``,
+    ``"crop_pairs": [[a, b, cos, agreement]]`` (grey-zone pairs, ``verify_min <= cos < threshold``,
+    whose pixels agree: :func:`adlens.dedup.cascade.verified_pairs`), ``"embedding_groups"`` (the
+    groups those links form or extend, hash members included) and ``"embedding_errors"``.
     With ``relayout`` the re-layout stage (:mod:`adlens.dedup.relayout`) links images of other
     aspect ratios that show the same photo, among those the earlier stages left apart:
     ``"relayout_pairs": [[a, b, inliers]]``, ``"relayout_groups"`` (groups those links form or
@@ -80,10 +83,11 @@ def find_duplicates(
     folder = Path(folder)
     if not folder.is_dir():
         raise InvalidInput(f"{folder}: not a folder")
-    if cascade_threshold is not None:  # before any work, with or without --cascade
-        from adlens.dedup.cascade import check_threshold
+    from adlens.dedup.cascade import check_threshold
 
-        check_threshold(cascade_threshold)
+    for value in (cascade_threshold, verify_min):  # before any work, with or without --cascade
+        if value is not None:
+            check_threshold(value)
     settings = get_settings()
     phash_radius = DEFAULT_PHASH_RADIUS if phash_radius is None else phash_radius
     files = iter_folder_files(folder)
@@ -114,13 +118,17 @@ def find_duplicates(
         groups = sorted(keep_first(g) for g in group_pairs(len(ok), pairs, min_size=2))
         linked = [tuple(p) for p in pairs]  # every link so far, for the next stage's "already grouped"
         if cascade:
-            extra = _cascade(files, ok, pairs, cascade_threshold)
+            extra = _cascade(files, ok, pairs, cascade_threshold, verify_min, settings, workers)
             extra_groups = [keep_first(g) for g in group_pairs(len(ok), [*pairs, *extra["pairs"]], min_size=2)
                             if any(int(i) in extra["nodes"] for i in g)]
             stages["embedding_pairs"] = [[str(files[ok[int(i)]]), str(files[ok[int(j)]]), round(float(c), 4)]
-                                         for i, j, c in extra["pairs"]]
+                                         for i, j, c in extra["cosine_pairs"]]
+            stages["crop_pairs"] = [[str(files[ok[int(i)]]), str(files[ok[int(j)]]), round(float(c), 4), round(float(a), 4)]
+                                    for i, j, c, a in extra["crops"]]
             stages["embedding_groups"] = sorted(extra_groups)
             stages["embedding_threshold"] = extra["threshold"]
+            stages["verify_min"] = extra["verify_min"]
+            stages["embedding_errors"] = extra["errors"]
             linked += [(i, j) for i, j, _ in extra["pairs"]]
         if relayout:
             rel = _relayout(files, ok, linked, settings, workers, relayout_min_inliers, relayout_progress)
@@ -143,25 +151,48 @@ def find_duplicates(
     }
 
 
-def _cascade(files, ok, hash_pairs, threshold):
-    """Embedding pairs among the hashed files that hashes left apart."""
+def _cascade(files, ok, hash_pairs, threshold, verify_min, settings, workers):
+    """Embedding pairs among the hashed files that hashes left apart, and pixel-checked crops."""
     from adlens.dedup.cascade import (
         DEFAULT_COSINE_THRESHOLD,
+        DEFAULT_VERIFY_MIN,
         embedding_pairs,
         new_links,
+        verified_pairs,
     )
     from adlens.embed.base import get_embedder
     from adlens.embed.jobs import DEFAULT_IMAGE_MODEL
 
     threshold = DEFAULT_COSINE_THRESHOLD if threshold is None else threshold
+    verify_min = DEFAULT_VERIFY_MIN if verify_min is None else verify_min
     res = get_embedder(DEFAULT_IMAGE_MODEL).embed_files([files[i] for i in ok])
     labels = _group_labels(len(ok), hash_pairs)
     pairs = embedding_pairs(res.vectors, threshold)
     if len(pairs):  # rows of res.vectors are positions in res.ok, i.e. among the hashed files
         pairs[:, 0], pairs[:, 1] = res.ok[pairs[:, 0].astype(int)], res.ok[pairs[:, 1].astype(int)]
     pairs = new_links(pairs, labels)
-    nodes = {int(x) for x in pairs[:, :2].ravel()} if len(pairs) else set()
-    return {"pairs": [(int(i), int(j), float(c)) for i, j, c in pairs], "nodes": nodes, "threshold": threshold}
+    errors = []
+
+    def load(k: int) -> np.ndarray:  # k: a row of res.vectors
+        path = files[ok[int(res.ok[k])]]
+        return np.asarray(open_checked(read_file(path, settings.max_file_bytes), str(path), settings.max_image_pixels)
+                          .convert("RGB"))
+
+    def failed(k: int, reason: str) -> None:
+        errors.append({"path": str(files[ok[int(res.ok[k])]]), "reason": f"pixel check: {reason}"})
+
+    # crops: only pairs the hashes and the cosine left apart are checked
+    linked = _group_labels(len(ok), [*hash_pairs, *[(int(i), int(j)) for i, j, _ in pairs]])
+    crops = verified_pairs(res.vectors, load, threshold=threshold, verify_min=verify_min,
+                           labels=linked[res.ok], workers=workers or settings.workers, on_error=failed)
+    if len(crops):
+        crops[:, 0], crops[:, 1] = res.ok[crops[:, 0].astype(int)], res.ok[crops[:, 1].astype(int)]
+    crops = [(int(i), int(j), float(c), float(a)) for i, j, c, a in crops]
+    cosine = [(int(i), int(j), float(c)) for i, j, c in pairs]
+    every = cosine + [(i, j, c) for i, j, c, _ in crops]
+    nodes = {x for i, j, _ in every for x in (i, j)}
+    return {"pairs": every, "cosine_pairs": cosine, "crops": crops, "nodes": nodes, "threshold": threshold, "verify_min": verify_min,
+            "errors": sorted(errors, key=lambda e: e["path"])}
 
 
 def _features_one(path: Path, max_bytes: int, max_pixels: int):
@@ -224,6 +255,7 @@ def write_folder_report(result: dict, out_path: Path | str) -> Path:
         embedding_groups=[[{"path": p, "thumb": thumbnail_uri(p)} for p in g] for g in result["embedding_groups"]]
         if "embedding_groups" in result else None,
         embedding_threshold=result.get("embedding_threshold"),
+        verify_min=result.get("verify_min"),
         relayout_groups=[[{"path": p, "thumb": thumbnail_uri(p)} for p in g] for g in result["relayout_groups"]]
         if "relayout_groups" in result else None,
         relayout_min_inliers=result.get("relayout_min_inliers"),

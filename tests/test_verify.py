@@ -1,0 +1,146 @@
+"""The cascade's pixel check: a crop of a creative is linked from the grey zone, another product or
+other copy in the same template is not."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+from skimage import data
+
+from adlens.dedup.cascade import verified_pairs
+from adlens.dedup.verify import Agreement, pixel_agreement, prepare
+from adlens.errors import InvalidInput
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def template(photo: np.ndarray, text: str = "Summer sale on every jacket") -> Image.Image:
+    """A 320x250 banner: a photo on the left, a gradient panel with copy and a button on the right --
+    the same template for every photo and copy."""
+    img = Image.new("RGB", (320, 250))
+    panel = np.linspace(200, 240, 160).astype(np.uint8)
+    img.paste(Image.fromarray(np.dstack([np.tile(panel, (250, 1))] * 3)), (160, 0))
+    img.paste(Image.fromarray(photo).resize((160, 250)), (0, 0))
+    d = ImageDraw.Draw(img)
+    words = text.split()
+    for k in range(0, len(words), 2):
+        d.text((170, 30 + 14 * k), " ".join(words[k:k + 2]), fill=(20, 20, 60), font=_font(16))
+    d.rounded_rectangle([180, 190, 300, 225], 8, fill=(200, 40, 40))
+    d.text((200, 198), "SHOP NOW", fill=(255, 255, 255), font=_font(14))
+    return img
+
+
+def jpeg(img: Image.Image, q: int = 85) -> np.ndarray:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=q)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def banners():
+    a = template(data.astronaut())
+    return {
+        "a": jpeg(a),
+        "crop15": jpeg(a.crop((20, 12, 292, 225))),  # 15 % off each dimension
+        "crop_scaled": jpeg(a.crop((16, 12, 304, 238)).resize((320, 250), Image.BICUBIC)),
+        "other_photo": jpeg(template(data.chelsea())),  # another product, same template and copy
+        "other_copy": jpeg(template(data.astronaut(), "Winter boots now half price today")),
+    }
+
+
+def test_a_crop_agrees_pixel_for_pixel(banners):
+    for name in ("crop15", "crop_scaled"):
+        got = pixel_agreement(banners["a"], banners[name])
+        assert got.is_crop(), (name, got)
+        assert got.texture >= 0.95 and got.edges >= 0.95 and got.inliers >= 20
+    assert pixel_agreement(banners["a"], banners["crop15"]).scale == pytest.approx(1.0, abs=0.01)
+    assert pixel_agreement(banners["a"], banners["crop_scaled"]).scale == pytest.approx(288 / 320, abs=0.02)
+
+
+def test_same_template_with_another_photo_or_other_copy_is_not_a_crop(banners):
+    other = pixel_agreement(banners["a"], banners["other_photo"])
+    assert not other.is_crop() and other.texture < 0.8  # the template agrees, the photo does not
+    copy = pixel_agreement(banners["a"], banners["other_copy"])
+    assert not copy.is_crop() and copy.texture >= 0.95 and copy.edges < 0.95  # same photo, other text
+
+
+def test_prepared_images_give_the_same_answer(banners):
+    pa, pb = prepare(banners["a"]), prepare(banners["crop15"])
+    assert pixel_agreement(pa, pb) == pixel_agreement(banners["a"], banners["crop15"])
+
+
+def test_featureless_and_bad_images():
+    flat = np.full((100, 100, 3), 128, np.uint8)
+    got = pixel_agreement(flat, flat)
+    assert got == Agreement(None, None, 0, 0.0) and not got.is_crop()
+    with pytest.raises(ValueError, match="8x8"):
+        pixel_agreement(np.zeros((5, 5, 3), np.uint8), flat)
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        prepare(np.zeros((50, 50), np.uint8))
+
+
+def test_verified_pairs_checks_only_the_grey_zone_and_reports_bad_images(banners):
+    images = [banners["a"], banners["crop15"], banners["other_photo"], banners["crop_scaled"], None, banners["a"]]
+    # cosines by construction (V[k] . V[m] = c[k] * c[m] for k, m > 0): 0-1 0.90, 0-2 0.90, 0-4 0.85,
+    # 1-2 0.81, 1-3 0.873, 2-3 0.873, 3-4 0.8245 are in the grey zone [0.8, 0.95); 0-3 0.97 is above
+    # it (the cosine stage's link, not checked); 1-4 0.765 and 2-4 below; image 5 is orthogonal to all
+    c = {1: 0.90, 2: 0.90, 3: 0.97, 4: 0.85}
+    V = np.zeros((6, 6))
+    V[0, 0] = V[5, 5] = 1.0
+    for k, cos in c.items():
+        V[k, 0], V[k, k] = cos, np.sqrt(1 - cos ** 2)
+    loaded, errors = [], []
+
+    def load(i):
+        loaded.append(i)
+        if images[i] is None:
+            raise OSError("truncated file")
+        return images[i]
+
+    got = verified_pairs(V, load, threshold=0.95, verify_min=0.8, on_error=lambda i, r: errors.append((i, r)))
+    # the two crops of image 0 agree with it and with each other; the other product never does
+    assert [(int(i), int(j)) for i, j, _, _ in got] == [(0, 1), (1, 3)]
+    assert got[:, 2] == pytest.approx([0.90, 0.90 * 0.97], abs=1e-6) and (got[:, 3] >= 0.95).all()
+    assert errors == [(4, "truncated file")]
+    assert sorted(loaded) == [0, 1, 2, 3, 4]  # image 5 is in no grey-zone pair: never loaded
+    # already in one group: not checked; no grey zone: nothing; a bad setting is refused
+    assert len(verified_pairs(V, load, labels=np.array([0, 0, 1, 0, 2, 3]), on_error=lambda i, r: None)) == 0
+    assert len(verified_pairs(V, load, threshold=0.95, verify_min=0.95)) == 0
+    with pytest.raises(InvalidInput, match="cosine"):
+        verified_pairs(V, load, verify_min=float("nan"))
+
+
+def test_dedup_find_links_a_crop_by_the_pixel_check(tmp_path, banners):
+    """With the cosine threshold out of reach (0.999), only the pixel check can link the crop; the
+    other product in the same template stays apart; the report and the CLI say so."""
+
+    from typer.testing import CliRunner
+
+    from adlens.cli import app
+    from adlens.dedup.folder import find_duplicates, write_folder_report
+
+    for name in ("a", "crop15", "other_photo"):
+        Image.fromarray(banners[name]).save(tmp_path / f"{name}.png")
+    res = find_duplicates(tmp_path, cascade=True, cascade_threshold=0.999, verify_min=0.5)
+    assert res["embedding_pairs"] == [] or all(c >= 0.999 for *_, c in res["embedding_pairs"])
+    assert [(a.split("/")[-1], b.split("/")[-1]) for a, b, _, _ in res["crop_pairs"]] == [("a.png", "crop15.png")]
+    assert 0.5 <= res["crop_pairs"][0][2] < 0.999 and res["crop_pairs"][0][3] >= 0.95
+    assert [sorted(p.split("/")[-1] for p in g) for g in res["embedding_groups"]] == [["a.png", "crop15.png"]]
+    assert res["verify_min"] == 0.5 and res["embedding_errors"] == []
+    assert "pixels show a crop" in write_folder_report(res, tmp_path / "r.html").read_text()
+    # the check switched off: verify_min at the threshold
+    off = find_duplicates(tmp_path, cascade=True, cascade_threshold=0.999, verify_min=0.999)
+    assert off["crop_pairs"] == [] and off["embedding_groups"] == []
+    r = CliRunner().invoke(app, ["dedup", "find", str(tmp_path), "--cascade", "--threshold", "0.999",
+                                 "--verify-min", "0.5", "--json"])
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout)["crop_pairs"]) == 1
+    bad = CliRunner().invoke(app, ["dedup", "find", str(tmp_path), "--cascade", "--verify-min", "1.5"])
+    assert bad.exit_code != 0 and "cosine in (0, 1]" in bad.output
