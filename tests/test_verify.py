@@ -144,3 +144,56 @@ def test_dedup_find_links_a_crop_by_the_pixel_check(tmp_path, banners):
     assert len(json.loads(r.stdout)["crop_pairs"]) == 1
     bad = CliRunner().invoke(app, ["dedup", "find", str(tmp_path), "--cascade", "--verify-min", "1.5"])
     assert bad.exit_code != 0 and "cosine in (0, 1]" in bad.output
+
+
+def test_ledger_cascade_links_a_crop_in_the_grey_zone(tmp_path, banners):
+    """stage_cascade with stored vectors (no model run) at cosine 0.90: the crop is linked by the
+    pixel check, the other product is not; a second run adds nothing; verify_min at the threshold
+    switches the check off."""
+    import sqlalchemy as sa
+
+    from adlens.config import Settings
+    from adlens.embed.base import get_embedder
+    from adlens.embed.jobs import DEFAULT_IMAGE_MODEL, image_shas
+    from adlens.ingest.ads import ingest_ads
+    from adlens.pipeline import RunContext, stage_cascade
+    from adlens.store import schema
+    from adlens.store.ledger import duplicate_groups
+    from adlens.workspace import init_workspace
+
+    d = tmp_path / "ads"
+    d.mkdir()
+    names = {"AD0": "a", "AD1": "crop15", "AD2": "other_photo"}
+    for ad, name in names.items():
+        Image.fromarray(banners[name]).save(d / f"{ad}.png")
+    (tmp_path / "ads.csv").write_text("path,ad_id\n" + "".join(f"{d / f'{ad}.png'},{ad}\n" for ad in names))
+
+    def run(verify_min: float) -> dict:
+        ws = init_workspace(tmp_path / f"ws{verify_min}", Settings(workspace=tmp_path / f"ws{verify_min}", workers=2,
+                                                                    cascade_verify_min=verify_min))
+        try:
+            ingest_ads(ws, tmp_path / "ads.csv")
+            assert duplicate_groups(ws.engine) == []  # the hashes miss the 15 % crop
+            with ws.engine.connect() as conn:
+                sha_of = dict(conn.execute(sa.select(schema.creatives.c.ad_id, schema.images.c.sha256)
+                                           .join(schema.images, schema.images.c.id == schema.creatives.c.image_id)).all())
+            # AD0 . AD1 = AD0 . AD2 = 0.90 (grey zone), AD1 . AD2 = 0.81
+            vec = {"AD0": [1.0, 0, 0], "AD1": [0.9, np.sqrt(0.19), 0], "AD2": [0.9, 0, np.sqrt(0.19)]}
+            by_sha = {sha_of[k]: np.array(v) for k, v in vec.items()}
+            keys = image_shas(ws, "ads")
+            ws.embeddings.put(get_embedder(DEFAULT_IMAGE_MODEL).model_id, "ads", keys, np.stack([by_sha[k] for k in keys]))
+            out = stage_cascade(RunContext(ws))
+            groups = [sorted(m["ad_id"] for m in g["members"]) for g in duplicate_groups(ws.engine)]
+            again = stage_cascade(RunContext(ws))["new_links"]
+            return {"out": out, "groups": groups, "again": again}
+        finally:
+            ws.close()
+
+    on = run(0.8)
+    assert on["out"]["new_links"] == 1 and on["out"]["pixel_checked_links"] == 1 and on["out"]["errors"] == []
+    link = on["out"]["links"][0]
+    assert {link["ad_a"], link["ad_b"]} == {"AD0", "AD1"} and link["pixel_check"] is True
+    assert link["cosine"] == pytest.approx(0.90, abs=1e-4)
+    assert on["groups"] == [["AD0", "AD1"]] and on["again"] == 0
+    off = run(0.95)
+    assert off["out"]["new_links"] == 0 and off["groups"] == []
