@@ -184,7 +184,7 @@ def test_ledger_cascade_links_a_crop_in_the_grey_zone(tmp_path, banners):
             ws.embeddings.put(get_embedder(DEFAULT_IMAGE_MODEL).model_id, "ads", keys, np.stack([by_sha[k] for k in keys]))
             out = stage_cascade(RunContext(ws))
             groups = [sorted(m["ad_id"] for m in g["members"]) for g in duplicate_groups(ws.engine)]
-            again = stage_cascade(RunContext(ws))["new_links"]
+            again = stage_cascade(RunContext(ws))
             return {"out": out, "groups": groups, "again": again}
         finally:
             ws.close()
@@ -194,6 +194,62 @@ def test_ledger_cascade_links_a_crop_in_the_grey_zone(tmp_path, banners):
     link = on["out"]["links"][0]
     assert {link["ad_a"], link["ad_b"]} == {"AD0", "AD1"} and link["pixel_check"] is True
     assert link["cosine"] == pytest.approx(0.90, abs=1e-4)
-    assert on["groups"] == [["AD0", "AD1"]] and on["again"] == 0
+    assert on["groups"] == [["AD0", "AD1"]] and on["out"]["new_images"] == 3
+    assert on["again"]["new_links"] == 0 and on["again"]["new_images"] == 0  # incremental: nothing re-checked
     off = run(0.95)
     assert off["out"]["new_links"] == 0 and off["groups"] == []
+
+
+def test_incremental_check_skips_old_pairs():
+    """verified_pairs(new=...) checks only pairs with a new image: with none new nothing is loaded."""
+    # 0-1 0.90 and 0-2 0.85 are grey; 1-2 is 0.765, below the zone
+    V = np.array([[1.0, 0, 0], [0.9, np.sqrt(0.19), 0], [0.85, 0, np.sqrt(1 - 0.85 ** 2)]])
+    loaded = []
+
+    def load(i):
+        loaded.append(i)
+        return np.full((40, 40, 3), 100, np.uint8)
+
+    assert len(verified_pairs(V, load, new=np.array([False, False, False]))) == 0 and loaded == []
+    verified_pairs(V, load, new=np.array([False, False, True]))
+    assert sorted(loaded) == [0, 2]  # only (0, 2) holds the new image; the old pair (0, 1) is not checked
+
+
+def test_ledger_cascade_retries_an_image_it_could_not_read(tmp_path, banners):
+    """A blob that cannot be read is reported, links nothing, and is checked again next run."""
+    import sqlalchemy as sa
+
+    from adlens.config import Settings
+    from adlens.embed.base import get_embedder
+    from adlens.embed.jobs import DEFAULT_IMAGE_MODEL, image_shas
+    from adlens.ingest.ads import ingest_ads
+    from adlens.pipeline import RunContext, stage_cascade
+    from adlens.store import schema
+    from adlens.workspace import init_workspace
+
+    d = tmp_path / "ads"
+    d.mkdir()
+    Image.fromarray(banners["a"]).save(d / "AD0.png")
+    Image.fromarray(banners["crop15"]).save(d / "AD1.png")
+    (tmp_path / "ads.csv").write_text(f"path,ad_id\n{d / 'AD0.png'},AD0\n{d / 'AD1.png'},AD1\n")
+    ws = init_workspace(tmp_path / "ws", Settings(workspace=tmp_path / "ws", workers=2))
+    try:
+        ingest_ads(ws, tmp_path / "ads.csv")
+        with ws.engine.connect() as conn:
+            sha_of = dict(conn.execute(sa.select(schema.creatives.c.ad_id, schema.images.c.sha256)
+                                       .join(schema.images, schema.images.c.id == schema.creatives.c.image_id)).all())
+        by_sha = {sha_of["AD0"]: np.array([1.0, 0]), sha_of["AD1"]: np.array([0.9, np.sqrt(0.19)])}
+        keys = image_shas(ws, "ads")
+        ws.embeddings.put(get_embedder(DEFAULT_IMAGE_MODEL).model_id, "ads", keys, np.stack([by_sha[k] for k in keys]))
+        blob = ws.blobs.path_for(sha_of["AD1"])
+        kept = blob.read_bytes()
+        blob.unlink()
+        first = stage_cascade(RunContext(ws))
+        assert first["new_links"] == 0 and [e["ad_id"] for e in first["errors"]] == ["AD1"]
+        assert "pixel check" in first["errors"][0]["reason"]
+        blob.write_bytes(kept)
+        second = stage_cascade(RunContext(ws))
+        assert second["new_images"] == 1 and second["new_links"] == 1 and second["errors"] == []
+        assert stage_cascade(RunContext(ws))["new_images"] == 0
+    finally:
+        ws.close()

@@ -131,33 +131,48 @@ def _name_links(links: list[dict], ads: dict[int, str]) -> list[dict]:
     return links
 
 
+CASCADE_STATE_KEY = "cascade_state"  # meta row: last image id pixel-checked, and the settings it was checked with
+
+
 def stage_cascade(ctx: RunContext) -> dict:
-    """Embedding dedup over the ledger's ad images (switch: ADLENS_DEDUP_CASCADE)."""
+    """Embedding dedup over the ledger's ad images (switch: ADLENS_DEDUP_CASCADE).
+
+    The cosine links are recomputed over all images every run (a matrix product). The pixel check
+    of the grey zone costs ~30 ms a pair, so it is incremental: the ``cascade_state`` meta row keeps
+    the last image id checked and the settings; only pairs with a newer image, an image that had no
+    embedding yet, or one that could not be read last time are checked."""
+    from adlens.dedup import verify
     from adlens.dedup.cascade import check_threshold
     from adlens.embed.base import get_embedder
     from adlens.embed.jobs import DEFAULT_IMAGE_MODEL, image_shas
     from adlens.errors import InvalidInput
+    from adlens.store.db import upsert_meta
 
     s = ctx.ws.settings
     if not s.dedup_cascade:
         return {"skipped": "embedding cascade switched off (ADLENS_DEDUP_CASCADE=false)"}
-    try:
-        check_threshold(s.cascade_threshold)
-    except InvalidInput as e:  # a bad setting must not merge (or silently skip) the ledger's groups
-        return {"skipped": f"ADLENS_CASCADE_THRESHOLD: {e}"}
+    for key, value in (("ADLENS_CASCADE_THRESHOLD", s.cascade_threshold), ("ADLENS_CASCADE_VERIFY_MIN", s.cascade_verify_min)):
+        try:
+            check_threshold(value)
+        except InvalidInput as e:  # a bad setting must not merge (or silently skip) the ledger's groups
+            return {"skipped": f"{key}: {e}"}
     model_id = get_embedder(DEFAULT_IMAGE_MODEL).model_id
-    shas = image_shas(ctx.ws, "ads")
+    all_shas = image_shas(ctx.ws, "ads")
     keys, vectors = ctx.ws.embeddings.load(model_id, "ads")
     pos = {k: i for i, k in enumerate(keys)}
-    shas = [h for h in shas if h in pos]
+    shas = [h for h in all_shas if h in pos]
     im = schema.images
+    settings_now = {"threshold": s.cascade_threshold, "verify_min": s.cascade_verify_min, "model": model_id,
+                    "min_agreement": verify.DEFAULT_MIN_AGREEMENT, "version": verify.VERSION}
     with ctx.ws.engine.connect() as conn:
-        ids = dict(conn.execute(sa.select(im.c.sha256, im.c.id).where(im.c.sha256.in_(shas))).all())
+        ids = dict(conn.execute(sa.select(im.c.sha256, im.c.id).where(im.c.sha256.in_(all_shas))).all())
         ads = _first_ad_by_image(conn)
-    try:
-        check_threshold(s.cascade_verify_min)
-    except InvalidInput as e:
-        return {"skipped": f"ADLENS_CASCADE_VERIFY_MIN: {e}"}
+        raw = conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == CASCADE_STATE_KEY)).scalar()
+    state = json.loads(raw) if raw else {}
+    if state.get("settings") != settings_now:
+        state = {}
+    checked_up_to, retry = state.get("last_image_id", 0), set(state.get("retry", ()))
+    new = np.array([ids[h] > checked_up_to or ids[h] in retry for h in shas], bool)
     blobs, errors = ctx.ws.blobs, []
 
     def load(k: int) -> np.ndarray:  # crops in the grey zone are pixel-checked
@@ -169,10 +184,16 @@ def stage_cascade(ctx: RunContext) -> dict:
 
     links = _name_links(ctx.ws.ledger().link_by_embedding(
         [ids[h] for h in shas], vectors[[pos[h] for h in shas]], s.cascade_threshold, load=load,
-        verify_min=s.cascade_verify_min, on_error=failed, workers=s.workers), ads)
+        verify_min=s.cascade_verify_min, on_error=failed, workers=s.workers, new=new), ads)
+    if all_shas:  # after the links are stored: a crash before this line only means a re-check
+        # images without an embedding yet, or unreadable now, are checked when they can be
+        again = sorted({e["image_id"] for e in errors} | {ids[h] for h in all_shas if h not in pos})
+        with ctx.ws.engine.begin() as conn:
+            upsert_meta(conn, CASCADE_STATE_KEY, json.dumps({"last_image_id": max(ids.values()), "retry": again,
+                                                             "settings": settings_now}))
     return {"threshold": s.cascade_threshold, "verify_min": s.cascade_verify_min, "images": len(shas),
-            "new_links": len(links), "pixel_checked_links": sum(1 for link in links if link.get("pixel_check")),
-            "links": links, "errors": errors}
+            "new_images": int(new.sum()), "new_links": len(links),
+            "pixel_checked_links": sum(1 for link in links if link.get("pixel_check")), "links": links, "errors": errors}
 
 
 RELAYOUT_STATE_KEY = "relayout_state"  # meta row: last image id scored, and the settings it was scored with

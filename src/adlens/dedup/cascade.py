@@ -79,12 +79,13 @@ def new_links(pairs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def verified_pairs(vectors: np.ndarray, load: Callable[[int], np.ndarray], *, threshold: float = DEFAULT_COSINE_THRESHOLD,
                    verify_min: float = DEFAULT_VERIFY_MIN, labels: np.ndarray | None = None,
                    min_agreement: float | None = None, workers: int = 2,
-                   on_error: Callable[[int, str], None] | None = None) -> np.ndarray:
+                   on_error: Callable[[int, str], None] | None = None, new: np.ndarray | None = None) -> np.ndarray:
     """Grey-zone pairs ``(i, j, cos, agreement)`` with ``verify_min <= cos < threshold`` whose pixels
     agree (:func:`adlens.dedup.verify.pixel_agreement`; ``agreement`` is the detail-pixel share).
     ``load(i)`` returns image ``i`` as an ``(H, W, 3)`` uint8 array; an image it cannot give
     (OSError, ValueError or InvalidInput) is reported through ``on_error(i, reason)`` and its pairs are skipped.
-    With ``labels`` (groups of earlier stages) pairs already in one group are not checked.
+    With ``labels`` (groups of earlier stages) pairs already in one group are not checked; with
+    ``new`` (bool per image) only pairs with a new image are (incremental runs).
     ``verify_min >= threshold`` checks nothing."""
     from adlens.dedup.verify import DEFAULT_MIN_AGREEMENT, pixel_agreement, prepare
 
@@ -96,6 +97,9 @@ def verified_pairs(vectors: np.ndarray, load: Callable[[int], np.ndarray], *, th
     grey = grey[grey[:, 2] < threshold]
     if labels is not None:
         grey = new_links(grey, labels)
+    if new is not None and len(grey):
+        fresh = np.asarray(new, bool)
+        grey = grey[fresh[grey[:, 0].astype(np.int64)] | fresh[grey[:, 1].astype(np.int64)]]
     if not len(grey):
         return np.zeros((0, 4))
     need = sorted({int(x) for x in grey[:, :2].ravel()})

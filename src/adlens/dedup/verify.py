@@ -31,6 +31,8 @@ import numpy as np
 
 DEFAULT_VERIFY_MIN_COSINE = 0.80  # pairs below the cascade threshold but above this are checked
 DEFAULT_MIN_AGREEMENT = 0.95
+#: bump when anything that changes a verdict changes: incremental ledger runs then re-check all pairs
+VERSION = 1
 
 _FLAT = 1  # neighbour difference of flat fills (as in the re-layout stage)
 _STRONG = 48  # sharp edges: text, outlines

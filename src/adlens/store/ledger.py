@@ -214,14 +214,15 @@ class Ledger:
         return True
 
     def link_by_embedding(self, image_ids, vectors, threshold: float, *, load=None, verify_min: float | None = None,
-                          on_error=None, workers: int = 2) -> list[dict]:
+                          on_error=None, workers: int = 2, new=None) -> list[dict]:
         """The embedding cascade over ledger images: link and merge pairs with cosine >= threshold
         that hashes left in different groups. Idempotent (existing links are not re-added).
 
         ``image_ids`` (N,) with ``vectors`` (N, D) L2-normalised. With ``load`` (row -> RGB array)
         grey-zone pairs (``verify_min`` <= cosine < threshold) whose pixels agree are linked too
         (:func:`adlens.dedup.cascade.verified_pairs`; ``on_error(row, reason)`` hears of images
-        that could not be read). Returns the new links.
+        that could not be read; ``new``, bool per row: check only pairs with a new image). Returns
+        the new links.
         """
         from adlens.dedup.cascade import DEFAULT_VERIFY_MIN, embedding_pairs, new_links, verified_pairs
 
@@ -233,7 +234,7 @@ class Ledger:
             return links
         crops = verified_pairs(vectors, load, threshold=threshold,
                                verify_min=DEFAULT_VERIFY_MIN if verify_min is None else verify_min,
-                               labels=self._canonical_labels(image_ids), workers=workers, on_error=on_error)
+                               labels=self._canonical_labels(image_ids), workers=workers, on_error=on_error, new=new)
         return links + self._link(image_ids, crops[:, :3], "embedding", lambda cos: 1.0 - cos,
                                   lambda cos: {"cosine": round(cos, 4), "pixel_check": True})
 
