@@ -253,3 +253,42 @@ def test_ledger_cascade_retries_an_image_it_could_not_read(tmp_path, banners):
         assert stage_cascade(RunContext(ws))["new_images"] == 0
     finally:
         ws.close()
+
+
+def test_dedup_check_lists_a_crop_confirmed_by_pixels(tmp_path, banners):
+    """`dedup check --cascade`: with the threshold just above the crop's cosine, only the pixel check
+    can find the crop's ad; another product in the same template is not listed."""
+    from test_similar_products import JointEmbedder
+
+    from adlens.config import Settings
+    from adlens.dedup.lookup import check_images
+    from adlens.embed.jobs import embed_workspace
+    from adlens.ingest.ads import ingest_ads
+    from adlens.workspace import init_workspace
+
+    d = tmp_path / "ads"
+    d.mkdir()
+    Image.fromarray(banners["a"]).save(d / "AD0.png")
+    Image.fromarray(banners["crop15"]).save(tmp_path / "crop.png")
+    Image.fromarray(banners["other_photo"]).save(tmp_path / "other.png")
+    (tmp_path / "ads.csv").write_text(f"path,ad_id\n{d / 'AD0.png'},AD0\n")
+    emb = JointEmbedder()
+    q, o, a = emb.embed_images([banners["crop15"], banners["other_photo"], banners["a"]])
+    assert max(q @ a, o @ a) < 0.9999  # so a threshold of 1.0 leaves both to the grey zone
+    lo = float(min(q @ a, o @ a)) - 0.05
+    ws = init_workspace(tmp_path / "ws", Settings(workspace=tmp_path / "ws", workers=2))
+    try:
+        ingest_ads(ws, tmp_path / "ads.csv")
+        embed_workspace(ws, "ads", emb)
+        crop, other = check_images(ws, [tmp_path / "crop.png", tmp_path / "other.png"], cascade=True,
+                                   threshold=1.0, verify_min=lo, embedder=emb)
+        assert crop["status"] == "embedding_duplicate"
+        (m,) = crop["embedding_matches"]
+        assert m["ad_ids"] == ["AD0"] and m["pixel_check"] is True and m["agreement"] >= 0.95
+        assert m["cosine"] == pytest.approx(float(q @ a), abs=1e-4)
+        assert other["status"] == "new" and other["embedding_matches"] == []
+        # the check off (verify_min at the threshold): the crop is new to the cascade too
+        off = check_images(ws, [tmp_path / "crop.png"], cascade=True, threshold=0.999, verify_min=0.999, embedder=emb)
+        assert off[0]["status"] == "new"
+    finally:
+        ws.close()

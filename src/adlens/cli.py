@@ -183,6 +183,7 @@ def dedup_check_cmd(
     images: list[Path] = typer.Argument(..., help="Image files to look up (not ingested)."),
     cascade: bool = typer.Option(False, "--cascade", help="Also compare embeddings with the stored ads' (crops, overlays)."),
     threshold: float = typer.Option(None, help="Cosine threshold with --cascade (default ADLENS_CASCADE_THRESHOLD, 0.95)."),
+    verify_min: float = typer.Option(None, "--verify-min", help="With --cascade: stored ads from this cosine up to the threshold are pixel-checked and listed when one image is a crop of the other (default ADLENS_CASCADE_VERIFY_MIN, 0.8)."),
     workspace: Path = WorkspaceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -191,7 +192,7 @@ def dedup_check_cmd(
 
     try:
         with _workspace(workspace) as ws:
-            results = check_images(ws, images, cascade=cascade, threshold=threshold)
+            results = check_images(ws, images, cascade=cascade, threshold=threshold, verify_min=verify_min)
     except AdlensError as e:
         _fail(e)
     if as_json:
@@ -202,8 +203,9 @@ def dedup_check_cmd(
             out.print(f"[red]{r['path']}[/red]: {r['error']}")
         elif not r["matches"] and r.get("embedding_matches"):
             m = r["embedding_matches"][0]
+            how = f", a crop: pixels agree {m['agreement']}" if m.get("pixel_check") else ""
             out.print(f"{r['path']}: [yellow]embedding duplicate[/yellow] of {', '.join(m['ad_ids']) or m['image_id']} "
-                      f"(cosine {m['cosine']}, first seen {m['first_seen']}, {len(r['embedding_matches'])} match(es))")
+                      f"(cosine {m['cosine']}{how}, first seen {m['first_seen']}, {len(r['embedding_matches'])} match(es))")
         elif not r["matches"]:
             out.print(f"{r['path']}: [green]new[/green] (not in the ledger)")
         else:

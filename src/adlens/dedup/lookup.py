@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
+from PIL import Image
 
 from adlens.errors import InvalidInput
 from adlens.ingest.images import hash_image, image_id_for_sha
@@ -15,7 +17,7 @@ from adlens.workspace import Workspace
 
 
 def check_images(ws: Workspace, paths: list[Path | str], cascade: bool = False, threshold: float | None = None,
-                 embedder=None, **rule) -> list[dict]:
+                 embedder=None, verify_min: float | None = None, **rule) -> list[dict]:
     """For each image: ``status`` is ``exact`` (these bytes are in the catalog), ``duplicate``
     (near-duplicate of ledger entries), ``new`` or ``error``; ``matches`` lists ledger entries
     (ad ids, first/last seen, times seen, distances), best first. Bad files do not stop the batch.
@@ -23,10 +25,13 @@ def check_images(ws: Workspace, paths: list[Path | str], cascade: bool = False, 
     ``cascade``: also compare the image's embedding with the stored ad embeddings (``embedder``,
     default the workspace's image model; cosine >= ``threshold``, default ``ADLENS_CASCADE_THRESHOLD``):
     ``embedding_matches`` lists ledger entries the hashes did not find (crops, overlays), best
-    first, and an image with only those is ``embedding_duplicate``.
+    first, and an image with only those is ``embedding_duplicate``. Stored ads from cosine
+    ``verify_min`` (default ``ADLENS_CASCADE_VERIFY_MIN``) up to the threshold are pixel-checked
+    (:mod:`adlens.dedup.verify`) and listed too when one image is a crop of the other
+    (``"pixel_check": true`` with the ``agreement``).
     """
     ledger = ws.ledger(**rule)
-    lookup = _EmbeddingLookup(ws, threshold, embedder) if cascade else None
+    lookup = _EmbeddingLookup(ws, threshold, embedder, verify_min) if cascade else None
     results = []
     for p in paths:
         entry = {"path": str(p), "status": "new", "matches": []}
@@ -45,7 +50,7 @@ def check_images(ws: Workspace, paths: list[Path | str], cascade: bool = False, 
                 entry["status"] = "duplicate"
             entry["matches"] = [m.to_dict() for m in matches]
             if lookup is not None:
-                found = lookup.matches(p, exclude={m.image_id for m in matches})
+                found = lookup.matches(p, exclude={m.image_id for m in matches}, rgb=np.asarray(rgb))
                 entry["embedding_matches"] = found
                 if found and entry["status"] == "new":
                     entry["status"] = "embedding_duplicate"
@@ -58,13 +63,14 @@ def check_images(ws: Workspace, paths: list[Path | str], cascade: bool = False, 
 class _EmbeddingLookup:
     """Stored ad embeddings of the workspace, searched exactly for each checked image."""
 
-    def __init__(self, ws: Workspace, threshold: float | None, embedder=None):
+    def __init__(self, ws: Workspace, threshold: float | None, embedder=None, verify_min: float | None = None):
         from adlens.dedup.cascade import check_threshold
         from adlens.embed.base import get_embedder
         from adlens.embed.jobs import DEFAULT_IMAGE_MODEL
 
         self.ws = ws
         self.threshold = check_threshold(ws.settings.cascade_threshold if threshold is None else threshold)
+        self.verify_min = check_threshold(ws.settings.cascade_verify_min if verify_min is None else verify_min)
         self.embedder = embedder or get_embedder(DEFAULT_IMAGE_MODEL)
         keys, self.vectors = ws.embeddings.load(self.embedder.model_id, "ads")
         if not len(keys):
@@ -72,7 +78,10 @@ class _EmbeddingLookup:
                                "run `adlens embed ads` (or `adlens run`) first")
         self.keys = list(keys)
 
-    def matches(self, path, exclude: set[int]) -> list[dict]:
+    def matches(self, path, exclude: set[int], rgb: np.ndarray | None = None) -> list[dict]:
+        """Ledger entries at cosine >= threshold, and with ``rgb`` (the image's pixels) those in
+        the grey zone the pixel check confirms as crops."""
+        from adlens.dedup.verify import pixel_agreement, prepare
         from adlens.store import schema
         from adlens.store.ledger import _ad_ids_by_image
 
@@ -80,10 +89,23 @@ class _EmbeddingLookup:
         if res.errors:
             raise InvalidInput(f"{path}: {res.errors[0][1]}")
         cos = self.vectors @ res.vectors[0]
-        hits = np.flatnonzero(cos >= self.threshold)
-        if not len(hits):
+        by_sha = {self.keys[i]: float(cos[i]) for i in np.flatnonzero(cos >= self.threshold)}
+        checked: dict[str, float] = {}
+        grey = np.flatnonzero((cos >= self.verify_min) & (cos < self.threshold)) if rgb is not None else []
+        if len(grey):
+            query = prepare(rgb)
+            for i in grey[np.argsort(-cos[grey])]:
+                try:
+                    with Image.open(io.BytesIO(self.ws.blobs.get(self.keys[i]))) as img:
+                        stored = np.asarray(img.convert("RGB"))
+                except OSError:  # a stored blob that cannot be read cannot confirm anything
+                    continue
+                a = pixel_agreement(query, stored)
+                if a.is_crop():
+                    checked[self.keys[i]] = round(float(a.texture), 4)
+                    by_sha[self.keys[i]] = float(cos[i])
+        if not by_sha:
             return []
-        by_sha = {self.keys[i]: float(cos[i]) for i in hits}
         lg, im = schema.ledger, schema.images
         with self.ws.engine.connect() as conn:
             rows = conn.execute(
@@ -94,5 +116,6 @@ class _EmbeddingLookup:
             ads = _ad_ids_by_image(conn, [r.id for r in rows])
         out = [{"image_id": r.id, "method": "embedding", "cosine": round(by_sha[r.sha256], 4),
                 "canonical_id": r.canonical_id, "first_seen": r.first_seen, "last_seen": r.last_seen,
-                "times_seen": r.times_seen, "ad_ids": list(ads.get(r.id, ()))} for r in rows]
+                "times_seen": r.times_seen, "ad_ids": list(ads.get(r.id, ())),
+                **({"pixel_check": True, "agreement": checked[r.sha256]} if r.sha256 in checked else {})} for r in rows]
         return sorted(out, key=lambda m: (-m["cosine"], m["image_id"]))
