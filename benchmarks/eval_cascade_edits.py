@@ -37,12 +37,16 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_relayout_clothing import DATA, build, render  # noqa: E402  (same banners as the re-layout eval)
+from eval_relayout_clothing import (  # same banners as the re-layout eval
+    DATA,
+    build,
+    render,
+)
 
-from adlens.dedup import relayout  # noqa: E402
-from adlens.dedup.hashing import hamming64, hash_image  # noqa: E402
-from adlens.dedup.match import DEFAULT_DHASH_RADIUS, DEFAULT_PHASH_RADIUS  # noqa: E402
-from adlens.dedup.verify import pixel_agreement, prepare  # noqa: E402
+from adlens.dedup import relayout
+from adlens.dedup.hashing import hamming64, hash_image
+from adlens.dedup.match import DEFAULT_DHASH_RADIUS, DEFAULT_PHASH_RADIUS
+from adlens.dedup.verify import pixel_agreement, prepare
 
 EDITS = ("crop10", "crop15", "crop20", "crop10_resized", "sticker", "strip")
 

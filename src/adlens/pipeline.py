@@ -131,6 +131,29 @@ def _name_links(links: list[dict], ads: dict[int, str]) -> list[dict]:
     return links
 
 
+def _stage_state(conn, key: str, settings: dict) -> tuple[int, set[int]]:
+    """An incremental stage's meta row: ``(last image id done, ids to retry)``, or ``(0, set())``
+    when there is none or it was made with other settings (then everything is done again)."""
+    raw = conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == key)).scalar()
+    state = json.loads(raw) if raw else {}
+    if state.get("settings") != settings:
+        return 0, set()
+    return state.get("last_image_id", 0), set(state.get("retry", ()))
+
+
+def _save_stage_state(ws: Workspace, key: str, last_image_id: int, retry, settings: dict) -> None:
+    from adlens.store.db import upsert_meta
+
+    with ws.engine.begin() as conn:
+        upsert_meta(conn, key, json.dumps({"last_image_id": int(last_image_id), "retry": sorted(retry),
+                                           "settings": settings}))
+
+
+def _blob_rgb(ws: Workspace, sha256: str) -> np.ndarray:
+    with Image.open(io.BytesIO(ws.blobs.get(sha256))) as img:
+        return np.asarray(img.convert("RGB"))
+
+
 CASCADE_STATE_KEY = "cascade_state"  # meta row: last image id pixel-checked, and the settings it was checked with
 
 
@@ -146,7 +169,6 @@ def stage_cascade(ctx: RunContext) -> dict:
     from adlens.embed.base import get_embedder
     from adlens.embed.jobs import DEFAULT_IMAGE_MODEL, image_shas
     from adlens.errors import InvalidInput
-    from adlens.store.db import upsert_meta
 
     s = ctx.ws.settings
     if not s.dedup_cascade:
@@ -167,17 +189,12 @@ def stage_cascade(ctx: RunContext) -> dict:
     with ctx.ws.engine.connect() as conn:
         ids = dict(conn.execute(sa.select(im.c.sha256, im.c.id).where(im.c.sha256.in_(all_shas))).all())
         ads = _first_ad_by_image(conn)
-        raw = conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == CASCADE_STATE_KEY)).scalar()
-    state = json.loads(raw) if raw else {}
-    if state.get("settings") != settings_now:
-        state = {}
-    checked_up_to, retry = state.get("last_image_id", 0), set(state.get("retry", ()))
+        checked_up_to, retry = _stage_state(conn, CASCADE_STATE_KEY, settings_now)
     new = np.array([ids[h] > checked_up_to or ids[h] in retry for h in shas], bool)
-    blobs, errors = ctx.ws.blobs, []
+    errors = []
 
     def load(k: int) -> np.ndarray:  # crops in the grey zone are pixel-checked
-        with Image.open(io.BytesIO(blobs.get(shas[k]))) as img:
-            return np.asarray(img.convert("RGB"))
+        return _blob_rgb(ctx.ws, shas[k])
 
     def failed(k: int, reason: str) -> None:
         errors.append({"image_id": ids[shas[k]], "ad_id": ads.get(ids[shas[k]]), "reason": f"pixel check: {reason}"})
@@ -187,10 +204,8 @@ def stage_cascade(ctx: RunContext) -> dict:
         verify_min=s.cascade_verify_min, on_error=failed, workers=s.workers, new=new), ads)
     if all_shas:  # after the links are stored: a crash before this line only means a re-check
         # images without an embedding yet, or unreadable now, are checked when they can be
-        again = sorted({e["image_id"] for e in errors} | {ids[h] for h in all_shas if h not in pos})
-        with ctx.ws.engine.begin() as conn:
-            upsert_meta(conn, CASCADE_STATE_KEY, json.dumps({"last_image_id": max(ids.values()), "retry": again,
-                                                             "settings": settings_now}))
+        again = {e["image_id"] for e in errors} | {ids[h] for h in all_shas if h not in pos}
+        _save_stage_state(ctx.ws, CASCADE_STATE_KEY, max(ids.values()), again, settings_now)
     return {"threshold": s.cascade_threshold, "verify_min": s.cascade_verify_min, "images": len(shas),
             "new_images": int(new.sum()), "new_links": len(links),
             "pixel_checked_links": sum(1 for link in links if link.get("pixel_check")), "links": links, "errors": errors}
@@ -211,7 +226,6 @@ def stage_relayout(ctx: RunContext) -> dict:
     into a server database could commit ids out of order, and a full rescore (other settings, or
     deleting the ``relayout_state`` meta row) is then the safe way."""
     from adlens.dedup import relayout as R
-    from adlens.store.db import upsert_meta
 
     s = ctx.ws.settings
     if not s.dedup_relayout:
@@ -229,17 +243,12 @@ def stage_relayout(ctx: RunContext) -> dict:
         images = conn.execute(sa.select(im.c.id, im.c.sha256).join(schema.ledger, schema.ledger.c.image_id == im.c.id)
                               .order_by(im.c.id)).all()
         ads = _first_ad_by_image(conn)
-        raw = conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == RELAYOUT_STATE_KEY)).scalar()
-    state = json.loads(raw) if raw else {}
-    if state.get("settings") != settings_now:
-        state = {}
-    scored_up_to, retry = state.get("last_image_id", 0), set(state.get("retry", ()))
+        scored_up_to, retry = _stage_state(conn, RELAYOUT_STATE_KEY, settings_now)
     new = np.array([r.id > scored_up_to or r.id in retry for r in images], bool)
-    blobs, errors = ctx.ws.blobs, []
+    errors = []
 
     def rgb(sha256: str) -> np.ndarray:
-        with Image.open(io.BytesIO(blobs.get(sha256))) as img:
-            return np.asarray(img.convert("RGB"))
+        return _blob_rgb(ctx.ws, sha256)
 
     def features(row, descriptors: bool = False):
         try:
@@ -271,10 +280,8 @@ def stage_relayout(ctx: RunContext) -> dict:
                                                          text=text, progress=ctx.progress_for("re-layout pairs"),
                                                          new=new, describe=describe), ads)
     if images:  # after the links are stored: a crash before this line only means these images are scored again
-        failed = sorted({e["image_id"] for e in errors})  # an OCR hiccup must not lose a link for good
-        with ctx.ws.engine.begin() as conn:
-            upsert_meta(conn, RELAYOUT_STATE_KEY, json.dumps({"last_image_id": int(images[-1].id), "retry": failed,
-                                                              "settings": settings_now}))
+        failed = {e["image_id"] for e in errors}  # an OCR hiccup must not lose a link for good
+        _save_stage_state(ctx.ws, RELAYOUT_STATE_KEY, images[-1].id, failed, settings_now)
     return {"min_inliers": s.relayout_min_inliers, "images": len(images), "new_images": int(new.sum()),
             "sift_images": len(described), "new_links": len(links), "links": links, "errors": errors}
 

@@ -209,7 +209,12 @@ def _features_one(path: Path, max_bytes: int, max_pixels: int):
 
 def _relayout(files, ok, linked, settings, workers, min_inliers, progress):
     """Re-layout links among the hashed files that the earlier stages left apart."""
-    from adlens.dedup.relayout import DEFAULT_MIN_INLIERS, PhotoFeatures, ocr_reader, relayout_pairs
+    from adlens.dedup.relayout import (
+        DEFAULT_MIN_INLIERS,
+        PhotoFeatures,
+        ocr_reader,
+        relayout_pairs,
+    )
 
     min_inliers = DEFAULT_MIN_INLIERS if min_inliers is None else int(min_inliers)
     if min_inliers < 1:

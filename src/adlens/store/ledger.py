@@ -224,7 +224,12 @@ class Ledger:
         that could not be read; ``new``, bool per row: check only pairs with a new image). Returns
         the new links.
         """
-        from adlens.dedup.cascade import DEFAULT_VERIFY_MIN, embedding_pairs, new_links, verified_pairs
+        from adlens.dedup.cascade import (
+            DEFAULT_VERIFY_MIN,
+            embedding_pairs,
+            new_links,
+            verified_pairs,
+        )
 
         image_ids = np.asarray(image_ids, dtype=np.int64)
         pairs = new_links(embedding_pairs(vectors, threshold), self._canonical_labels(image_ids))
