@@ -292,3 +292,35 @@ def test_dedup_check_lists_a_crop_confirmed_by_pixels(tmp_path, banners):
         assert off[0]["status"] == "new"
     finally:
         ws.close()
+
+
+def test_blocks_and_a_small_cache_give_the_same_links(monkeypatch, banners):
+    """Large ledgers: pairs in blocks with a bounded cache of prepared images give the same links as
+    one pass, an unreadable image is reported once, and progress reaches the total."""
+    from adlens.dedup import cascade
+
+    names = ["a", "crop15", "other_photo", "crop_scaled", None, "other_copy", "a"]
+    n = len(names)
+    V = np.zeros((n, n + 1))
+    V[:, 0] = np.sqrt(0.9)
+    V[np.arange(n), np.arange(1, n + 1)] = np.sqrt(0.1)  # every pair at cosine 0.9
+
+    def run():
+        errors, ticks = [], []
+
+        def load(i):
+            if names[i] is None:
+                raise OSError("gone")
+            return banners[names[i]]
+
+        got = verified_pairs(V, load, on_error=lambda i, r: errors.append(i), progress=lambda d, t: ticks.append((d, t)))
+        return {(int(i), int(j)) for i, j, _, _ in got}, errors, ticks
+
+    whole, errors, ticks = run()
+    # a, its two crops and its byte-identical twin link among themselves; nothing else does
+    assert whole == {(0, 1), (0, 3), (0, 6), (1, 3), (1, 6), (3, 6)}
+    assert errors == [4] and ticks[-1] == (21, 21)
+    monkeypatch.setattr(cascade, "_BLOCK", 4)
+    monkeypatch.setattr(cascade, "_CACHE", 5)
+    small, errors, ticks = run()
+    assert small == whole and errors == [4] and [d for d, _ in ticks] == [4, 8, 12, 16, 20, 21]

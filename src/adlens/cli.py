@@ -236,6 +236,7 @@ def dedup_find_cmd(
         with _progress(not as_json) as factory:
             result = find_duplicates(folder, phash_radius=phash_radius, progress=factory("hash"),
                                      cascade=cascade, cascade_threshold=threshold, verify_min=verify_min,
+                                     cascade_progress=factory("pixel check") if cascade else None,
                                      relayout=relayout,
                                      relayout_min_inliers=min_inliers,
                                      relayout_progress=factory("re-layout pairs") if relayout else None)

@@ -201,7 +201,8 @@ def stage_cascade(ctx: RunContext) -> dict:
 
     links = _name_links(ctx.ws.ledger().link_by_embedding(
         [ids[h] for h in shas], vectors[[pos[h] for h in shas]], s.cascade_threshold, load=load,
-        verify_min=s.cascade_verify_min, on_error=failed, workers=s.workers, new=new), ads)
+        verify_min=s.cascade_verify_min, on_error=failed, workers=s.workers, new=new,
+        progress=ctx.progress_for("cascade pixel check")), ads)
     if all_shas:  # after the links are stored: a crash before this line only means a re-check
         # images without an embedding yet, or unreadable now, are checked when they can be
         again = {e["image_id"] for e in errors} | {ids[h] for h in all_shas if h not in pos}

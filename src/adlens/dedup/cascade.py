@@ -35,6 +35,8 @@ from adlens.errors import AdlensError, InvalidInput
 
 DEFAULT_COSINE_THRESHOLD = 0.95
 DEFAULT_VERIFY_MIN = 0.80  # grey zone: [verify_min, threshold) is pixel-checked (adlens.dedup.verify)
+_BLOCK = 512  # grey-zone pairs per block
+_CACHE = 2048  # prepared images kept between blocks
 
 
 def check_threshold(threshold) -> float:
@@ -79,14 +81,16 @@ def new_links(pairs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def verified_pairs(vectors: np.ndarray, load: Callable[[int], np.ndarray], *, threshold: float = DEFAULT_COSINE_THRESHOLD,
                    verify_min: float = DEFAULT_VERIFY_MIN, labels: np.ndarray | None = None,
                    min_agreement: float | None = None, workers: int = 2,
-                   on_error: Callable[[int, str], None] | None = None, new: np.ndarray | None = None) -> np.ndarray:
+                   on_error: Callable[[int, str], None] | None = None, new: np.ndarray | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Grey-zone pairs ``(i, j, cos, agreement)`` with ``verify_min <= cos < threshold`` whose pixels
     agree (:func:`adlens.dedup.verify.pixel_agreement`; ``agreement`` is the detail-pixel share).
     ``load(i)`` returns image ``i`` as an ``(H, W, 3)`` uint8 array; an image it cannot give
     (OSError, ValueError or InvalidInput) is reported through ``on_error(i, reason)`` and its pairs are skipped.
     With ``labels`` (groups of earlier stages) pairs already in one group are not checked; with
     ``new`` (bool per image) only pairs with a new image are (incremental runs).
-    ``verify_min >= threshold`` checks nothing."""
+    ``verify_min >= threshold`` checks nothing. ``progress(done, total)`` after each block of pairs;
+    at most ~2,000 prepared images are held at once."""
     from adlens.dedup.verify import DEFAULT_MIN_AGREEMENT, pixel_agreement, prepare
 
     check_threshold(threshold)
@@ -102,29 +106,37 @@ def verified_pairs(vectors: np.ndarray, load: Callable[[int], np.ndarray], *, th
         grey = grey[fresh[grey[:, 0].astype(np.int64)] | fresh[grey[:, 1].astype(np.int64)]]
     if not len(grey):
         return np.zeros((0, 4))
-    need = sorted({int(x) for x in grey[:, :2].ravel()})
-    prepared: dict[int, object] = {}
+    minimum = DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement
+    cache: dict[int, object] = {}  # prepared images; bounded: ~0.4 MB each for a 300x250 banner
+    failed: set[int] = set()
 
     def prep(i: int) -> None:
         try:
-            prepared[i] = prepare(load(i))
-        except (OSError, ValueError, AdlensError) as e:  # unreadable: reported, its pairs skipped
+            cache[i] = prepare(load(i))
+        except (OSError, ValueError, AdlensError) as e:  # unreadable: reported once, its pairs skipped
+            failed.add(i)
             if on_error:
                 on_error(i, str(e))
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # OpenCV drops the GIL
-        list(pool.map(prep, need))
-    minimum = DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement
-
     def check(row) -> float | None:
         i, j = int(row[0]), int(row[1])
-        if i not in prepared or j not in prepared:
+        if i in failed or j in failed:
             return None
-        a = pixel_agreement(prepared[i], prepared[j])
+        a = pixel_agreement(cache[i], cache[j])
         return a.texture if a.is_crop(minimum) else None
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        agreement = list(pool.map(check, grey))
+    agreement: list[float | None] = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # OpenCV drops the GIL
+        for s in range(0, len(grey), _BLOCK):  # pairs come sorted by their first image
+            block = grey[s:s + _BLOCK]
+            need = {int(x) for x in block[:, :2].ravel()} - failed
+            if len(cache) + len(need) > _CACHE:  # keep memory bounded on large ledgers
+                for k in [k for k in cache if k not in need]:
+                    del cache[k]
+            list(pool.map(prep, sorted(need - cache.keys())))
+            agreement.extend(pool.map(check, block))
+            if progress:
+                progress(s + len(block), len(grey))
     keep = [k for k, v in enumerate(agreement) if v is not None]
     if not keep:
         return np.zeros((0, 4))

@@ -62,6 +62,7 @@ def find_duplicates(
     cascade: bool = False,
     cascade_threshold: float | None = None,
     verify_min: float | None = None,
+    cascade_progress=None,
     relayout: bool = False,
     relayout_min_inliers: int | None = None,
     relayout_progress=None,
@@ -118,7 +119,7 @@ def find_duplicates(
         groups = sorted(keep_first(g) for g in group_pairs(len(ok), pairs, min_size=2))
         linked = [tuple(p) for p in pairs]  # every link so far, for the next stage's "already grouped"
         if cascade:
-            extra = _cascade(files, ok, pairs, cascade_threshold, verify_min, settings, workers)
+            extra = _cascade(files, ok, pairs, cascade_threshold, verify_min, settings, workers, cascade_progress)
             extra_groups = [keep_first(g) for g in group_pairs(len(ok), [*pairs, *extra["pairs"]], min_size=2)
                             if any(int(i) in extra["nodes"] for i in g)]
             stages["embedding_pairs"] = [[str(files[ok[int(i)]]), str(files[ok[int(j)]]), round(float(c), 4)]
@@ -151,7 +152,7 @@ def find_duplicates(
     }
 
 
-def _cascade(files, ok, hash_pairs, threshold, verify_min, settings, workers):
+def _cascade(files, ok, hash_pairs, threshold, verify_min, settings, workers, progress=None):
     """Embedding pairs among the hashed files that hashes left apart, and pixel-checked crops."""
     from adlens.dedup.cascade import (
         DEFAULT_COSINE_THRESHOLD,
@@ -184,7 +185,8 @@ def _cascade(files, ok, hash_pairs, threshold, verify_min, settings, workers):
     # crops: only pairs the hashes and the cosine left apart are checked
     linked = _group_labels(len(ok), [*hash_pairs, *[(int(i), int(j)) for i, j, _ in pairs]])
     crops = verified_pairs(res.vectors, load, threshold=threshold, verify_min=verify_min,
-                           labels=linked[res.ok], workers=workers or settings.workers, on_error=failed)
+                           labels=linked[res.ok], workers=workers or settings.workers, on_error=failed,
+                           progress=progress)
     if len(crops):
         crops[:, 0], crops[:, 1] = res.ok[crops[:, 0].astype(int)], res.ok[crops[:, 1].astype(int)]
     crops = [(int(i), int(j), float(c), float(a)) for i, j, c, a in crops]

@@ -214,7 +214,7 @@ class Ledger:
         return True
 
     def link_by_embedding(self, image_ids, vectors, threshold: float, *, load=None, verify_min: float | None = None,
-                          on_error=None, workers: int = 2, new=None) -> list[dict]:
+                          on_error=None, workers: int = 2, new=None, progress=None) -> list[dict]:
         """The embedding cascade over ledger images: link and merge pairs with cosine >= threshold
         that hashes left in different groups. Idempotent (existing links are not re-added).
 
@@ -239,7 +239,8 @@ class Ledger:
             return links
         crops = verified_pairs(vectors, load, threshold=threshold,
                                verify_min=DEFAULT_VERIFY_MIN if verify_min is None else verify_min,
-                               labels=self._canonical_labels(image_ids), workers=workers, on_error=on_error, new=new)
+                               labels=self._canonical_labels(image_ids), workers=workers, on_error=on_error, new=new,
+                               progress=progress)
         return links + self._link(image_ids, crops[:, :3], "embedding", lambda cos: 1.0 - cos,
                                   lambda cos: {"cosine": round(cos, 4), "pixel_check": True})
 
