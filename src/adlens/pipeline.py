@@ -6,7 +6,6 @@ returns a section for the report. Later capabilities append their stage to ``STA
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
-from PIL import Image
 
 from adlens import __version__
+from adlens.errors import AdlensError
 from adlens.ingest.ads import ingest_ads
 from adlens.ingest.articles import ingest_articles
 from adlens.ingest.products import ingest_products
@@ -150,8 +149,10 @@ def _save_stage_state(ws: Workspace, key: str, last_image_id: int, retry, settin
 
 
 def _blob_rgb(ws: Workspace, sha256: str) -> np.ndarray:
-    with Image.open(io.BytesIO(ws.blobs.get(sha256))) as img:
-        return np.asarray(img.convert("RGB"))
+    """A stored image's pixels, decoded as at ingest (EXIF rotation, alpha on white, 16-bit scaled)."""
+    from adlens.ingest.validate import load_image
+
+    return np.asarray(load_image(ws.blobs.get(sha256), f"image {sha256[:12]}", ws.settings.max_image_pixels)[1])
 
 
 CASCADE_STATE_KEY = "cascade_state"  # meta row: last image id pixel-checked, and the settings it was checked with
@@ -254,7 +255,7 @@ def stage_relayout(ctx: RunContext) -> dict:
     def features(row, descriptors: bool = False):
         try:
             return R.photo_features(rgb(row.sha256), descriptors=descriptors)
-        except (OSError, ValueError) as e:  # the blob was validated at ingest; report, do not stop
+        except (OSError, ValueError, AdlensError) as e:  # the blob was validated at ingest; report, do not stop
             errors.append({"image_id": row.id, "ad_id": ads.get(row.id), "reason": str(e)})
             return R.PhotoFeatures(aspect=1.0)  # no photo box: never a candidate
 

@@ -35,8 +35,8 @@ from adlens.errors import AdlensError, InvalidInput
 
 DEFAULT_COSINE_THRESHOLD = 0.95
 DEFAULT_VERIFY_MIN = 0.80  # grey zone: [verify_min, threshold) is pixel-checked (adlens.dedup.verify)
-_BLOCK = 512  # grey-zone pairs per block
-_CACHE = 2048  # prepared images kept between blocks
+_BLOCK = 128  # grey-zone pairs per block: at most 256 images prepared at once (<= ~2 MB each)
+_CACHE_BYTES = 1 << 30  # prepared images kept between blocks, by size
 
 
 def check_threshold(threshold) -> float:
@@ -90,7 +90,9 @@ def verified_pairs(vectors: np.ndarray, load: Callable[[int], np.ndarray], *, th
     With ``labels`` (groups of earlier stages) pairs already in one group are not checked; with
     ``new`` (bool per image) only pairs with a new image are (incremental runs).
     ``verify_min >= threshold`` checks nothing. ``progress(done, total)`` after each block of pairs;
-    at most ~2,000 prepared images are held at once."""
+    prepared images are kept up to ~1 GB (plus one block's)."""
+    import cv2
+
     from adlens.dedup.verify import DEFAULT_MIN_AGREEMENT, pixel_agreement, prepare
 
     check_threshold(threshold)
@@ -107,13 +109,13 @@ def verified_pairs(vectors: np.ndarray, load: Callable[[int], np.ndarray], *, th
     if not len(grey):
         return np.zeros((0, 4))
     minimum = DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement
-    cache: dict[int, object] = {}  # prepared images; bounded: ~0.4 MB each for a 300x250 banner
+    cache: dict[int, object] = {}  # prepared images (~0.4 MB for a 300x250 banner, <= ~2 MB)
     failed: set[int] = set()
 
     def prep(i: int) -> None:
         try:
             cache[i] = prepare(load(i))
-        except (OSError, ValueError, AdlensError) as e:  # unreadable: reported once, its pairs skipped
+        except (OSError, ValueError, AdlensError, cv2.error) as e:  # unreadable: reported once, pairs skipped
             failed.add(i)
             if on_error:
                 on_error(i, str(e))
@@ -122,15 +124,20 @@ def verified_pairs(vectors: np.ndarray, load: Callable[[int], np.ndarray], *, th
         i, j = int(row[0]), int(row[1])
         if i in failed or j in failed:
             return None
-        a = pixel_agreement(cache[i], cache[j])
-        return a.texture if a.is_crop(minimum) else None
+        try:
+            a = pixel_agreement(cache[i], cache[j])
+        except cv2.error:  # OpenCV refusing a pair is no verdict: no link
+            return None
+        if not a.is_crop(minimum):
+            return None
+        return a.texture if a.texture is not None else a.edges
 
     agreement: list[float | None] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # OpenCV drops the GIL
         for s in range(0, len(grey), _BLOCK):  # pairs come sorted by their first image
             block = grey[s:s + _BLOCK]
             need = {int(x) for x in block[:, :2].ravel()} - failed
-            if len(cache) + len(need) > _CACHE:  # keep memory bounded on large ledgers
+            if sum(_nbytes(p) for p in cache.values()) > _CACHE_BYTES:  # memory bounded on large ledgers
                 for k in [k for k in cache if k not in need]:
                     del cache[k]
             list(pool.map(prep, sorted(need - cache.keys())))
@@ -141,3 +148,8 @@ def verified_pairs(vectors: np.ndarray, load: Callable[[int], np.ndarray], *, th
     if not keep:
         return np.zeros((0, 4))
     return np.column_stack([grey[keep], np.array([agreement[k] for k in keep])])
+
+
+def _nbytes(p) -> int:
+    return p.rgb.nbytes + p.texture.nbytes + p.edges.nbytes + p.points.nbytes + (
+        0 if p.descriptors is None else p.descriptors.nbytes)

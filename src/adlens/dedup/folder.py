@@ -24,7 +24,7 @@ from adlens.dedup.match import (
 )
 from adlens.errors import InvalidInput
 from adlens.ingest.manifest import iter_folder_files
-from adlens.ingest.validate import open_checked, read_file
+from adlens.ingest.validate import load_image, open_checked, read_file
 from adlens.report import render, thumbnail_uri
 
 
@@ -176,8 +176,7 @@ def _cascade(files, ok, hash_pairs, threshold, verify_min, settings, workers, pr
 
     def load(k: int) -> np.ndarray:  # k: a row of res.vectors
         path = files[ok[int(res.ok[k])]]
-        return np.asarray(open_checked(read_file(path, settings.max_file_bytes), str(path), settings.max_image_pixels)
-                          .convert("RGB"))
+        return np.asarray(load_image(read_file(path, settings.max_file_bytes), str(path), settings.max_image_pixels)[1])
 
     def failed(k: int, reason: str) -> None:
         errors.append({"path": str(files[ok[int(res.ok[k])]]), "reason": f"pixel check: {reason}"})

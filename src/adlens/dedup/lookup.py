@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
-from PIL import Image
 
-from adlens.errors import InvalidInput
+from adlens.errors import AdlensError, InvalidInput
 from adlens.ingest.images import hash_image, image_id_for_sha
 from adlens.ingest.validate import load_image, read_file
 from adlens.workspace import Workspace
+
+_MAX_CHECKED = 50  # grey-zone stored ads pixel-checked per looked-up image (best cosine first)
 
 
 def check_images(ws: Workspace, paths: list[Path | str], cascade: bool = False, threshold: float | None = None,
@@ -77,10 +77,35 @@ class _EmbeddingLookup:
             raise InvalidInput(f"no stored ad embeddings of {self.embedder.model_id} in the workspace; "
                                "run `adlens embed ads` (or `adlens run`) first")
         self.keys = list(keys)
+        self._cache: dict = {}
+
+    def _shas_of(self, image_ids: set[int]) -> set[str]:
+        from adlens.store import schema
+
+        if not image_ids:
+            return set()
+        im = schema.images
+        with self.ws.engine.connect() as conn:
+            return set(conn.execute(sa.select(im.c.sha256).where(im.c.id.in_(list(image_ids)))).scalars())
+
+    def _prepared(self, sha256: str):
+        """A stored ad prepared for the pixel check, kept for the next looked-up image (bounded)."""
+        from adlens.dedup.verify import prepare
+        from adlens.ingest.validate import load_image
+
+        if sha256 not in self._cache:
+            if len(self._cache) >= _MAX_CHECKED * 4:
+                self._cache.pop(next(iter(self._cache)))
+            data = self.ws.blobs.get(sha256)
+            self._cache[sha256] = prepare(np.asarray(load_image(data, f"image {sha256[:12]}",
+                                                                self.ws.settings.max_image_pixels)[1]))
+        return self._cache[sha256]
 
     def matches(self, path, exclude: set[int], rgb: np.ndarray | None = None) -> list[dict]:
-        """Ledger entries at cosine >= threshold, and with ``rgb`` (the image's pixels) those in
-        the grey zone the pixel check confirms as crops."""
+        """Ledger entries at cosine >= threshold, and with ``rgb`` (the image's pixels) those of the
+        50 best in the grey zone (not found by hashes) the pixel check confirms as crops."""
+        import cv2
+
         from adlens.dedup.verify import pixel_agreement, prepare
         from adlens.store import schema
         from adlens.store.ledger import _ad_ids_by_image
@@ -91,18 +116,21 @@ class _EmbeddingLookup:
         cos = self.vectors @ res.vectors[0]
         by_sha = {self.keys[i]: float(cos[i]) for i in np.flatnonzero(cos >= self.threshold)}
         checked: dict[str, float] = {}
-        grey = np.flatnonzero((cos >= self.verify_min) & (cos < self.threshold)) if rgb is not None else []
-        if len(grey):
-            query = prepare(rgb)
-            for i in grey[np.argsort(-cos[grey])]:
+        if rgb is not None:  # the best grey-zone ads the hashes did not find, pixel-checked
+            known = self._shas_of(exclude)
+            grey = [i for i in np.argsort(-cos) if self.verify_min <= cos[i] < self.threshold
+                    and self.keys[i] not in known][:_MAX_CHECKED]
+            query = None
+            for i in grey:
                 try:
-                    with Image.open(io.BytesIO(self.ws.blobs.get(self.keys[i]))) as img:
-                        stored = np.asarray(img.convert("RGB"))
-                except OSError:  # a stored blob that cannot be read cannot confirm anything
+                    query = prepare(rgb) if query is None else query
+                    a = pixel_agreement(query, self._prepared(self.keys[i]))
+                except (OSError, ValueError, AdlensError, cv2.error):  # no verdict: not listed
+                    if query is None:
+                        break  # the looked-up image itself cannot be checked
                     continue
-                a = pixel_agreement(query, stored)
                 if a.is_crop():
-                    checked[self.keys[i]] = round(float(a.texture), 4)
+                    checked[self.keys[i]] = round(float(a.texture if a.texture is not None else a.edges), 4)
                     by_sha[self.keys[i]] = float(cos[i])
         if not by_sha:
             return []
