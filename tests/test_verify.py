@@ -281,9 +281,9 @@ def test_dedup_check_lists_a_crop_confirmed_by_pixels(tmp_path, banners):
 
     from adlens.config import Settings
     from adlens.dedup.lookup import check_images
-    from adlens.store import schema
     from adlens.embed.jobs import embed_workspace
     from adlens.ingest.ads import ingest_ads
+    from adlens.store import schema
     from adlens.workspace import init_workspace
 
     d = tmp_path / "ads"
