@@ -128,9 +128,7 @@ def verified_pairs(vectors: np.ndarray, load: Callable[[int], np.ndarray], *, th
             a = pixel_agreement(cache[i], cache[j])
         except cv2.error:  # OpenCV refusing a pair is no verdict: no link
             return None
-        if not a.is_crop(minimum):
-            return None
-        return a.texture if a.texture is not None else a.edges
+        return a.score if a.is_crop(minimum) else None
 
     agreement: list[float | None] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # OpenCV drops the GIL

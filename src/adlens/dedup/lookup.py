@@ -130,7 +130,7 @@ class _EmbeddingLookup:
                         break  # the looked-up image itself cannot be checked
                     continue
                 if a.is_crop():
-                    checked[self.keys[i]] = round(float(a.texture if a.texture is not None else a.edges), 4)
+                    checked[self.keys[i]] = round(float(a.score), 4)
                     by_sha[self.keys[i]] = float(cos[i])
         if not by_sha:
             return []

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_VERIFY_MIN_COSINE = 0.80  # pairs below the cascade threshold but above this are checked
 DEFAULT_MIN_AGREEMENT = 0.95
 #: bump when anything that changes a verdict changes: incremental ledger runs then re-check all pairs
 VERSION = 1
@@ -68,6 +67,11 @@ class Agreement:
     inliers: int
     scale: float
 
+    @property
+    def score(self) -> float | None:
+        """The agreement reported for a link: detail pixels, or edges for a flat design."""
+        return self.texture if self.texture is not None else self.edges
+
     def is_crop(self, min_agreement: float = DEFAULT_MIN_AGREEMENT) -> bool:
         """Both agreements >= ``min_agreement``; a flat design with no detail pixels (solid fills,
         text; lossless) is judged on its edges alone."""
@@ -88,7 +92,7 @@ class Prepared:
 
 
 def prepare(rgb: np.ndarray) -> Prepared:
-    """Shrink (long side <= 1024), mark texture and sharp edges, and compute SIFT features of an
+    """Shrink (long side <= 768), mark texture and sharp edges, and compute SIFT features of an
     ``(H, W, 3)`` uint8 image (~15 ms for a 300x250 banner)."""
     cv2, tls = _cv()
     rgb = np.asarray(rgb)
