@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from adlens.embed.base import get_embedder
 from adlens.embed.evaluate import pair_auc, retrieval_at_k
 from adlens.embed.finetune import TUNE_EPOCHS
 from adlens.embed.image import EfficientNetLite0, load_rgb
@@ -180,6 +181,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--model-dir", default=None, help="ONNX model folder (default $ADLENS_MODEL_DIR or ~/.cache)")
+    ap.add_argument("--model", default="efficientnet-lite0",
+                    help="frozen image embedder (efficientnet-lite0 or efficientnet-lite0-int8)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="800 images, fewer methods/epochs")
@@ -212,7 +215,7 @@ def main(argv=None) -> int:
         keep = np.sort(np.random.default_rng(args.seed).choice(len(paths), 800, replace=False))
         paths, labels = [paths[i] for i in keep], labels[keep]
 
-    emb = EfficientNetLite0(args.model_dir)
+    emb = get_embedder(args.model, model_dir=args.model_dir)
     t = time.perf_counter()
     res = emb.embed_files(paths)
     t_embed = time.perf_counter() - t

@@ -30,10 +30,10 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
         """Compute missing image/text embeddings (stored per content hash and model; resumable)."""
         from adlens.embed.base import get_embedder
         from adlens.embed.jobs import (
-            DEFAULT_IMAGE_MODEL,
             DEFAULT_TEXT_MODEL,
             KINDS,
             embed_workspace,
+            image_model,
         )
 
         jobs = []
@@ -41,7 +41,7 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
             if model:
                 jobs.append((k, model))
             else:
-                jobs += [(k, DEFAULT_TEXT_MODEL)] if k == "articles" else [(k, DEFAULT_IMAGE_MODEL), (k, DEFAULT_TEXT_MODEL)]
+                jobs += [(k, DEFAULT_TEXT_MODEL)] if k == "articles" else [(k, image_model()), (k, DEFAULT_TEXT_MODEL)]
         results = []
         try:
             embedders = {name: _embedder(get_embedder, name) for _, name in jobs}  # all checked before any work

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from adlens.embed.base import Embedder, get_embedder
 from adlens.embed.finetune import TUNE_EPOCHS
-from adlens.embed.jobs import DEFAULT_IMAGE_MODEL, embed_workspace
+from adlens.embed.jobs import embed_workspace, image_model
 from adlens.embed.projection import CatalogProjection
 from adlens.errors import InvalidInput
 from adlens.index.vector import VectorIndex
@@ -73,7 +73,7 @@ def projection_model(ws: Workspace) -> str | None:
     Projections saved before this was recorded were fitted on the default image model."""
     if not projection_path(ws).exists():
         return None
-    return _projection_meta(ws).get("model_id") or get_embedder(DEFAULT_IMAGE_MODEL).model_id
+    return _projection_meta(ws).get("model_id") or get_embedder(image_model()).model_id
 
 
 def catalogue_fingerprint(products: list[dict]) -> str:
@@ -119,7 +119,7 @@ def _embedded(ws: Workspace, model_id: str, products: list[dict]) -> tuple[list[
 def fit_projection(ws: Workspace, embedder: Embedder | None = None, method: str = "mlp", random_state: int = 0,
                    progress=None) -> dict:
     """Fit the learned similarity on the workspace's labelled products; saved in the workspace."""
-    embedder = embedder or get_embedder(DEFAULT_IMAGE_MODEL)
+    embedder = embedder or get_embedder(image_model())
     embed_workspace(ws, "products", embedder, progress=progress)
     labelled = [p for p in _products(ws) if p["category"]]
     products, X = _embedded(ws, embedder.model_id, labelled)
@@ -257,7 +257,7 @@ def similar_products(
     tuned = load_tuned_embedder(ws) if mode in ("auto", "tuned") and embedder is None else None
     if mode == "tuned" and tuned is None:
         raise InvalidInput("no fine-tuned embedder in this workspace; run `adlens similar-fit --finetune` first")
-    embedder = tuned or embedder or get_embedder(DEFAULT_IMAGE_MODEL)
+    embedder = tuned or embedder or get_embedder(image_model())
     proj = None if mode == "raw" or tuned is not None else load_projection(ws, embedder.model_id)
     if mode == "learned" and proj is None:
         fitted = projection_model(ws)
@@ -341,7 +341,7 @@ def evaluate_similar(
     from adlens.dedup.hashing import hash_image
     from adlens.embed.evaluate import evaluate_embeddings
 
-    embedder = embedder or get_embedder(DEFAULT_IMAGE_MODEL)
+    embedder = embedder or get_embedder(image_model())
     paths, labels, rejected = read_labelled_manifest(test_manifest)
     if not paths:
         raise InvalidInput(f"{test_manifest}: no usable rows")

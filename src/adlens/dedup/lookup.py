@@ -66,12 +66,12 @@ class _EmbeddingLookup:
     def __init__(self, ws: Workspace, threshold: float | None, embedder=None, verify_min: float | None = None):
         from adlens.dedup.cascade import check_threshold
         from adlens.embed.base import get_embedder
-        from adlens.embed.jobs import DEFAULT_IMAGE_MODEL
+        from adlens.embed.jobs import image_model
 
         self.ws = ws
         self.threshold = check_threshold(ws.settings.cascade_threshold if threshold is None else threshold)
         self.verify_min = check_threshold(ws.settings.cascade_verify_min if verify_min is None else verify_min)
-        self.embedder = embedder or get_embedder(DEFAULT_IMAGE_MODEL)
+        self.embedder = embedder or get_embedder(image_model())
         keys, self.vectors = ws.embeddings.load(self.embedder.model_id, "ads")
         if not len(keys):
             raise InvalidInput(f"no stored ad embeddings of {self.embedder.model_id} in the workspace; "

@@ -20,19 +20,28 @@ from adlens.store import schema
 from adlens.workspace import Workspace
 
 KINDS = ("ads", "articles", "products")
-# The default image model stays fp32 EfficientNet-Lite0, decided on numbers (bench_embed.py and
-# eval_similar_clothing.py, 2-core AVX2 EPYC):
-# - "efficientnet-lite0-int8" is 1.38-1.40x faster per CPU-second (71-75 vs 51-54 img/CPU-s on one
-#   thread) and as good for retrieval on real photos (clothing halves: raw AUC 0.793 vs 0.789,
-#   P@10 0.571 vs 0.555; learned projection 0.944 / 0.717 vs 0.944 / 0.713), and it is the one
-#   that reaches 150 img/s end to end on 2 quiet cores; but its vectors are not fp32's (mean
-#   cosine 0.93), and the dedup cascade's cosine threshold, the creative features and every
-#   stored vector were tuned on / computed with fp32. Switching would silently move those
-#   thresholds. Choose int8 explicitly for throughput: `adlens embed --model efficientnet-lite0-int8`.
-# - "efficientnet-lite0-tuned" (a catalogue-specific fine-tuned backbone) is used by `similar`
-#   when the workspace has one (`adlens similar-fit --finetune`), never as a global default.
-DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
+# The image model is a setting (ADLENS_IMAGE_MODEL, adlens.config); its default is the int8 graph
+# of EfficientNet-Lite0 since session 11, decided on numbers (2-core AVX2 EPYC, 2026-11-22):
+# - recipe v2 (adlens.embed.quantize: 7-bit weights, the first two convs in float) keeps the
+#   vectors at cosine 0.985 mean / 0.945 min to fp32 on 2,605 clothing photos (v1: 0.927 / 0.715);
+# - retrieval on the clothing halves is the same: raw AUC 0.788 vs 0.789, P@10 0.560 vs 0.555;
+#   learned projections within 0.005 (eval_similar_clothing.py --model);
+# - the dedup cascade links the same pairs at the same threshold (eval_cascade_edits.py --model);
+# - it is 1.4-1.6x faster (129 vs 87 img/s end to end in the same slow spell; 166-191 in fast ones),
+#   the only way to 150 img/s on two cores: fp32 needs 17.6 ms of CPU an image.
+# "efficientnet-lite0" (fp32) stays one setting away. Vectors are stored per model id, so a
+# switch recomputes rather than mixes them; the cascade's state keys the model id.
+# "efficientnet-lite0-tuned" (a catalogue-specific fine-tuned backbone) is used by `similar` when
+# the workspace has one (`adlens similar-fit --finetune`), never as a global default.
+DEFAULT_IMAGE_MODEL = "efficientnet-lite0-int8"
 DEFAULT_TEXT_MODEL = "minilm"
+
+
+def image_model() -> str:
+    """Registry name of the workspace-wide image embedder: ``ADLENS_IMAGE_MODEL`` or the default."""
+    from adlens.config import get_settings
+
+    return get_settings().image_model or DEFAULT_IMAGE_MODEL
 
 
 def text_key(text: str) -> str:
@@ -84,7 +93,7 @@ def embed_workspace(
     if kind not in KINDS:
         raise InvalidInput(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     if embedder is None:
-        embedder = get_embedder(DEFAULT_TEXT_MODEL if kind == "articles" else DEFAULT_IMAGE_MODEL)
+        embedder = get_embedder(DEFAULT_TEXT_MODEL if kind == "articles" else image_model())
     store = ws.embeddings
     # "image", "text" or both ("image+text", e.g. open_clip): ads and products are embedded by their
     # images when the model reads images, articles by their text

@@ -276,13 +276,14 @@ def default_creative_features(threads: int = 1):
     embedders, spaCy NER, the default-taxonomy topic classifier; ``threads`` ONNX Runtime threads
     per model. Picklable by reference (used as the per-process factory)."""
     from adlens.embed import get_embedder
+    from adlens.embed.jobs import image_model
     from adlens.features.context import DEFAULT_TAXONOMY, TopicClassifier
     from adlens.features.creative import CreativeFeatures, get_ocr_backend
 
     text = get_embedder("minilm", num_threads=threads)
     return CreativeFeatures(
         ocr=get_ocr_backend("auto", num_threads=threads) if _rapidocr() else get_ocr_backend("auto"),
-        image_embedder=get_embedder("efficientnet-lite0", num_threads=threads),
+        image_embedder=get_embedder(image_model(), num_threads=threads),
         text_embedder=text,
         topic_classifier=TopicClassifier(DEFAULT_TAXONOMY, embedder=text),
     )
