@@ -143,7 +143,8 @@ def main() -> int:
     grey = np.flatnonzero(cos >= 0.6)  # only pairs this close are checked (the default grey zone starts at 0.8)
     arr = {i: np.asarray(items[i][3]) for i in set(P[grey][:, :2].ravel().tolist())}
     tex, edg = np.full(len(P), -1.0), np.full(len(P), -1.0)
-    crop = np.zeros(len(P), bool)  # the check's own verdict (flat designs judged on edges alone)
+    crop = np.zeros(len(P), bool)  # the check's own verdicts (flat designs judged on edges alone)
+    overlay = np.zeros(len(P), bool)
     t = time.time()
     prep = {i: prepare(v) for i, v in arr.items()}
     per_image = (time.time() - t) / max(1, len(prep))
@@ -152,6 +153,7 @@ def main() -> int:
         a = pixel_agreement(prep[P[r, 0]], prep[P[r, 1]])
         tex[r] = -1.0 if a.texture is None else a.texture
         crop[r] = a.is_crop()
+        overlay[r] = a.is_overlay()
         edg[r] = -1.0 if a.edges is None else a.edges
     per_pair = (time.time() - t) / max(1, len(grey))
     PF = {i: relayout.photo_features(v) for i, v in arr.items()}
@@ -183,8 +185,11 @@ def main() -> int:
         for amin in (0.9, 0.95):
             rules.append((f"... or (cosine >= {lo} and both agreements >= {amin})",
                           base | ((cos >= lo) & (tex >= amin) & (edg >= amin))))
-    rules.append(("... or (cosine >= 0.8 and the check's verdict, `is_crop()`: the default)",
-                  base | ((cos >= 0.8) & crop)))
+    rules.append(("... or (cosine >= 0.8 and `is_crop()`: session 10's default)", base | ((cos >= 0.8) & crop)))
+    rules.append(("... or (cosine >= 0.8 and `is_overlay()` only)", base | ((cos >= 0.8) & overlay)))
+    rules.append(("... or (cosine >= 0.8 and `verdict()`, a crop or an overlay: the default)",
+                  base | ((cos >= 0.8) & (crop | overlay))))
+    rules.append(("... or (cosine >= 0.6 and `verdict()`)", base | ((cos >= 0.6) & (crop | overlay))))
     rules.append(("... or (cosine >= 0.8 and >= 12 SIFT inliers in photo regions)", base | ((cos >= 0.8) & (sift >= 12))))
     for name, link in rules:
         cells = [f"{link[pos & (kind_of == e)].mean():.2f}" for e in EDITS]

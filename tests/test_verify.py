@@ -10,7 +10,13 @@ from PIL import Image, ImageDraw, ImageFont
 from skimage import data
 
 from adlens.dedup.cascade import verified_pairs
-from adlens.dedup.verify import Agreement, pixel_agreement, prepare
+from adlens.dedup.verify import (
+    EDITS,
+    OVERLAY_MAX_AREA,
+    Agreement,
+    pixel_agreement,
+    prepare,
+)
 from adlens.errors import InvalidInput
 
 
@@ -71,6 +77,56 @@ def test_same_template_with_another_photo_or_other_copy_is_not_a_crop(banners):
     assert not copy.is_crop() and copy.texture >= 0.95 and copy.edges < 0.95  # same photo, other text
 
 
+def _sticker(img: Image.Image, box, text="-30%") -> Image.Image:
+    out = img.copy()
+    d = ImageDraw.Draw(out)
+    d.ellipse(box, fill=(220, 30, 40), outline=(255, 255, 255), width=2)
+    d.text((box[0] + 15, (box[1] + box[3]) // 2 - 8), text, fill=(255, 255, 255), font=_font(16))
+    return out
+
+
+def _leaderboard(photo: np.ndarray) -> Image.Image:
+    """728x90: a 90x90 photo (12 % of the area) beside a gradient with copy and a button."""
+    img = Image.new("RGB", (728, 90))
+    g = np.linspace(190, 245, 638).astype(np.uint8)
+    img.paste(Image.fromarray(np.dstack([np.tile(g, (90, 1))] * 3)), (90, 0))
+    img.paste(Image.fromarray(photo).resize((90, 90)), (0, 0))
+    d = ImageDraw.Draw(img)
+    d.text((110, 20), "Summer sale on every jacket, shop the collection now", fill=(20, 20, 60), font=_font(18))
+    d.rounded_rectangle([600, 25, 710, 65], 8, fill=(200, 40, 40))
+    d.text((615, 35), "SHOP NOW", fill=(255, 255, 255), font=_font(14))
+    return img
+
+
+def test_a_sticker_or_strip_over_the_creative_is_an_overlay(banners):
+    a = template(data.astronaut())
+    strip = a.copy()
+    ImageDraw.Draw(strip).rectangle([0, 212, 320, 250], fill=(20, 20, 20))  # bottom 15 %
+    ImageDraw.Draw(strip).text((8, 220), "FREE SHIPPING TODAY", fill=(250, 250, 250), font=_font(16))
+    lead = _leaderboard(data.astronaut())
+    for name, x, y in (("sticker", a, _sticker(a, [40, 150, 110, 220])), ("strip", a, strip),
+                       ("leaderboard sticker", lead, _sticker(lead, [300, 10, 370, 80]))):
+        got = pixel_agreement(jpeg(x), jpeg(y))
+        assert not got.is_crop() and got.is_overlay() and got.verdict() == "overlay", (name, got)
+        assert got.outside >= 0.98 and got.changed_area <= OVERLAY_MAX_AREA and got.linked() == ("overlay", got.outside)
+    # the changed region is where the sticker is: ~70x70 of 320x250 (6 %), plus a rim
+    assert 0.05 < pixel_agreement(jpeg(a), jpeg(_sticker(a, [40, 150, 110, 220]))).changed_area < 0.12
+    # a sticker covering half the banner is no longer "the same creative"
+    big = pixel_agreement(jpeg(a), jpeg(_sticker(a, [0, 0, 250, 250])))
+    assert big.changed_area > OVERLAY_MAX_AREA and big.verdict() is None
+
+
+def test_another_product_in_the_same_template_is_not_an_overlay(banners):
+    """The changed region is then the photo box itself: rejected even when the photo is a small
+    part of a leaderboard (12 %) and everything else agrees."""
+    assert pixel_agreement(banners["a"], banners["other_photo"]).verdict() is None
+    lead = jpeg(_leaderboard(data.astronaut()))
+    for photo in (data.chelsea(), data.coffee()):
+        got = pixel_agreement(lead, jpeg(_leaderboard(photo)))
+        assert got.changed_area <= OVERLAY_MAX_AREA and got.outside >= 0.98  # small and local ...
+        assert got.photo_changed >= 0.5 and not got.is_overlay() and got.verdict() is None  # ... but the photo
+
+
 def test_prepared_images_give_the_same_answer(banners):
     pa, pb = prepare(banners["a"]), prepare(banners["crop15"])
     assert pixel_agreement(pa, pb) == pixel_agreement(banners["a"], banners["crop15"])
@@ -124,8 +180,9 @@ def test_verified_pairs_checks_only_the_grey_zone_and_reports_bad_images(banners
 
     got = verified_pairs(V, load, threshold=0.95, verify_min=0.8, on_error=lambda i, r: errors.append((i, r)))
     # the two crops of image 0 agree with it and with each other; the other product never does
-    assert [(int(i), int(j)) for i, j, _, _ in got] == [(0, 1), (1, 3)]
+    assert [(int(i), int(j)) for i, j, *_ in got] == [(0, 1), (1, 3)]
     assert got[:, 2] == pytest.approx([0.90, 0.90 * 0.97], abs=1e-6) and (got[:, 3] >= 0.95).all()
+    assert (got[:, 4] == EDITS.index("crop")).all()
     assert errors == [(4, "truncated file")]
     assert sorted(loaded) == [0, 1, 2, 3, 4]  # image 5 is in no grey-zone pair: never loaded
     # already in one group: not checked; no grey zone: nothing; a bad setting is refused
@@ -149,6 +206,7 @@ def test_dedup_find_links_a_crop_by_the_pixel_check(tmp_path, banners):
     res = find_duplicates(tmp_path, cascade=True, cascade_threshold=0.999, verify_min=0.5)
     assert res["embedding_pairs"] == []  # nothing reaches 0.999
     assert [(a.split("/")[-1], b.split("/")[-1]) for a, b, _, _ in res["crop_pairs"]] == [("a.png", "crop15.png")]
+    assert res["overlay_pairs"] == []
     assert 0.5 <= res["crop_pairs"][0][2] < 0.999 and res["crop_pairs"][0][3] >= 0.95
     assert [sorted(p.split("/")[-1] for p in g) for g in res["embedding_groups"]] == [["a.png", "crop15.png"]]
     assert res["verify_min"] == 0.5 and res["embedding_errors"] == []
@@ -210,7 +268,7 @@ def test_ledger_cascade_links_a_crop_in_the_grey_zone(tmp_path, banners):
     on = run(0.8)
     assert on["out"]["new_links"] == 1 and on["out"]["pixel_checked_links"] == 1 and on["out"]["errors"] == []
     link = on["out"]["links"][0]
-    assert {link["ad_a"], link["ad_b"]} == {"AD0", "AD1"} and link["pixel_check"] is True
+    assert {link["ad_a"], link["ad_b"]} == {"AD0", "AD1"} and link["pixel_check"] is True and link["edit"] == "crop"
     assert link["cosine"] == pytest.approx(0.90, abs=1e-4)
     assert on["groups"] == [["AD0", "AD1"]] and on["out"]["new_images"] == 3
     assert on["again"]["new_links"] == 0 and on["again"]["new_images"] == 0  # incremental: nothing re-checked
@@ -341,7 +399,7 @@ def test_blocks_and_a_small_cache_give_the_same_links(monkeypatch, banners):
             return banners[names[i]]
 
         got = verified_pairs(V, load, on_error=lambda i, r: errors.append(i), progress=lambda d, t: ticks.append((d, t)))
-        return {(int(i), int(j)) for i, j, _, _ in got}, errors, ticks
+        return {(int(i), int(j)) for i, j, *_ in got}, errors, ticks
 
     whole, errors, ticks = run()
     # a, its two crops and its byte-identical twin link among themselves; nothing else does

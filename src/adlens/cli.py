@@ -203,7 +203,7 @@ def dedup_check_cmd(
             out.print(f"[red]{r['path']}[/red]: {r['error']}")
         elif not r["matches"] and r.get("embedding_matches"):
             m = r["embedding_matches"][0]
-            how = f", a crop: pixels agree {m['agreement']}" if m.get("pixel_check") else ""
+            how = f", {m.get('edit', 'crop')}: pixels agree {m['agreement']}" if m.get("pixel_check") else ""
             out.print(f"{r['path']}: [yellow]embedding duplicate[/yellow] of {', '.join(m['ad_ids']) or m['image_id']} "
                       f"(cosine {m['cosine']}{how}, first seen {m['first_seen']}, {len(r['embedding_matches'])} match(es))")
         elif not r["matches"]:
@@ -255,8 +255,9 @@ def dedup_find_cmd(
         out.print(f"[red]rejected[/red] {r['path']}: {r['reason']}")
     for a, b, cos in result.get("embedding_pairs", []):
         out.print(f"[cyan]embedding duplicate[/cyan] (cosine {cos}): {a} ~ {b}")
-    for a, b, cos, agreement in result.get("crop_pairs", []):
-        out.print(f"[cyan]crop[/cyan] (cosine {cos}, pixels agree {agreement}): {a} ~ {b}")
+    for edit in ("crop", "overlay"):
+        for a, b, cos, agreement in result.get(f"{edit}_pairs", []):
+            out.print(f"[cyan]{edit}[/cyan] (cosine {cos}, pixels agree {agreement}): {a} ~ {b}")
     for r in result.get("embedding_errors", []):
         out.print(f"[red]pixel check skipped[/red] {r['path']}: {r['reason']}")
     for a, b, n in result.get("relayout_pairs", []):

@@ -83,8 +83,10 @@ def verified_pairs(vectors: np.ndarray, load: Callable[[int], np.ndarray], *, th
                    min_agreement: float | None = None, workers: int = 2,
                    on_error: Callable[[int, str], None] | None = None, new: np.ndarray | None = None,
                    progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Grey-zone pairs ``(i, j, cos, agreement)`` with ``verify_min <= cos < threshold`` whose pixels
-    agree (:func:`adlens.dedup.verify.pixel_agreement`; ``agreement`` is the detail-pixel share).
+    """Grey-zone pairs ``(i, j, cos, agreement, edit)`` with ``verify_min <= cos < threshold`` that
+    are the same creative by their pixels (:func:`adlens.dedup.verify.pixel_agreement`): ``edit`` 0
+    for a crop (``agreement``: the detail-pixel share), 1 for an overlay (``agreement``: the share
+    outside its changed region); :data:`adlens.dedup.verify.EDITS` names them.
     ``load(i)`` returns image ``i`` as an ``(H, W, 3)`` uint8 array; an image it cannot give
     (OSError, ValueError or InvalidInput) is reported through ``on_error(i, reason)`` and its pairs are skipped.
     With ``labels`` (groups of earlier stages) pairs already in one group are not checked; with
@@ -93,12 +95,12 @@ def verified_pairs(vectors: np.ndarray, load: Callable[[int], np.ndarray], *, th
     prepared images are kept up to ~1 GB (plus one block's)."""
     import cv2
 
-    from adlens.dedup.verify import DEFAULT_MIN_AGREEMENT, pixel_agreement, prepare
+    from adlens.dedup.verify import DEFAULT_MIN_AGREEMENT, EDITS, pixel_agreement, prepare
 
     check_threshold(threshold)
     check_threshold(verify_min)
     if verify_min >= threshold or len(vectors) < 2:
-        return np.zeros((0, 4))
+        return np.zeros((0, 5))
     grey = embedding_pairs(vectors, verify_min)
     grey = grey[grey[:, 2] < threshold]
     if labels is not None:
@@ -107,7 +109,7 @@ def verified_pairs(vectors: np.ndarray, load: Callable[[int], np.ndarray], *, th
         fresh = np.asarray(new, bool)
         grey = grey[fresh[grey[:, 0].astype(np.int64)] | fresh[grey[:, 1].astype(np.int64)]]
     if not len(grey):
-        return np.zeros((0, 4))
+        return np.zeros((0, 5))
     minimum = DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement
     cache: dict[int, object] = {}  # prepared images (~0.4 MB for a 300x250 banner, <= ~2 MB)
     failed: set[int] = set()
@@ -120,7 +122,7 @@ def verified_pairs(vectors: np.ndarray, load: Callable[[int], np.ndarray], *, th
             if on_error:
                 on_error(i, str(e))
 
-    def check(row) -> float | None:
+    def check(row) -> tuple[float, int] | None:
         i, j = int(row[0]), int(row[1])
         if i in failed or j in failed:
             return None
@@ -128,9 +130,10 @@ def verified_pairs(vectors: np.ndarray, load: Callable[[int], np.ndarray], *, th
             a = pixel_agreement(cache[i], cache[j])
         except cv2.error:  # OpenCV refusing a pair is no verdict: no link
             return None
-        return a.score if a.is_crop(minimum) else None
+        link = a.linked(minimum)
+        return None if link is None else (link[1], EDITS.index(link[0]))
 
-    agreement: list[float | None] = []
+    agreement: list[tuple[float, int] | None] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # OpenCV drops the GIL
         for s in range(0, len(grey), _BLOCK):  # pairs come sorted by their first image
             block = grey[s:s + _BLOCK]
@@ -144,8 +147,8 @@ def verified_pairs(vectors: np.ndarray, load: Callable[[int], np.ndarray], *, th
                 progress(s + len(block), len(grey))
     keep = [k for k, v in enumerate(agreement) if v is not None]
     if not keep:
-        return np.zeros((0, 4))
-    return np.column_stack([grey[keep], np.array([agreement[k] for k in keep])])
+        return np.zeros((0, 5))
+    return np.column_stack([grey[keep], np.array([agreement[k] for k in keep], np.float64)])
 
 
 def _nbytes(p) -> int:

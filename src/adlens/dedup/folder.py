@@ -73,8 +73,9 @@ def find_duplicates(
     "rejected": [{"path", "reason"}], "rule": {...}}``; paths are as found under ``folder``.
     With ``cascade`` the images are also embedded and pairs with cosine >= ``cascade_threshold``
     that hashes did not group are added, reported apart: ``"embedding_pairs": [[a, b, cos]]``,
-    ``"crop_pairs": [[a, b, cos, agreement]]`` (grey-zone pairs, ``verify_min <= cos < threshold``,
-    whose pixels agree: :func:`adlens.dedup.cascade.verified_pairs`), ``"embedding_groups"`` (the
+    ``"crop_pairs"`` and ``"overlay_pairs"``: ``[[a, b, cos, agreement]]`` (grey-zone pairs,
+    ``verify_min <= cos < threshold``, that are the same creative by their pixels, one a crop of the
+    other or the other with a sticker or strip over it: :func:`adlens.dedup.cascade.verified_pairs`), ``"embedding_groups"`` (the
     groups those links form or extend, hash members included) and ``"embedding_errors"``.
     With ``relayout`` the re-layout stage (:mod:`adlens.dedup.relayout`) links images of other
     aspect ratios that show the same photo, among those the earlier stages left apart:
@@ -124,8 +125,9 @@ def find_duplicates(
                             if any(int(i) in extra["nodes"] for i in g)]
             stages["embedding_pairs"] = [[str(files[ok[int(i)]]), str(files[ok[int(j)]]), round(float(c), 4)]
                                          for i, j, c in extra["cosine_pairs"]]
-            stages["crop_pairs"] = [[str(files[ok[int(i)]]), str(files[ok[int(j)]]), round(float(c), 4), round(float(a), 4)]
-                                    for i, j, c, a in extra["crops"]]
+            for key, edit in (("crop_pairs", "crop"), ("overlay_pairs", "overlay")):
+                stages[key] = [[str(files[ok[int(i)]]), str(files[ok[int(j)]]), round(float(c), 4), round(float(a), 4)]
+                               for i, j, c, a, e in extra["crops"] if e == edit]
             stages["embedding_groups"] = sorted(extra_groups)
             stages["embedding_threshold"] = extra["threshold"]
             stages["verify_min"] = extra["verify_min"]
@@ -153,7 +155,7 @@ def find_duplicates(
 
 
 def _cascade(files, ok, hash_pairs, threshold, verify_min, settings, workers, progress=None):
-    """Embedding pairs among the hashed files that hashes left apart, and pixel-checked crops."""
+    """Embedding pairs among the hashed files that hashes left apart, and pixel-checked crops and overlays."""
     from adlens.dedup.cascade import (
         DEFAULT_COSINE_THRESHOLD,
         DEFAULT_VERIFY_MIN,
@@ -161,6 +163,7 @@ def _cascade(files, ok, hash_pairs, threshold, verify_min, settings, workers, pr
         new_links,
         verified_pairs,
     )
+    from adlens.dedup.verify import EDITS
     from adlens.embed.base import get_embedder
     from adlens.embed.jobs import image_model
 
@@ -188,9 +191,9 @@ def _cascade(files, ok, hash_pairs, threshold, verify_min, settings, workers, pr
                            progress=progress)
     if len(crops):
         crops[:, 0], crops[:, 1] = res.ok[crops[:, 0].astype(int)], res.ok[crops[:, 1].astype(int)]
-    crops = [(int(i), int(j), float(c), float(a)) for i, j, c, a in crops]
+    crops = [(int(i), int(j), float(c), float(a), EDITS[int(e)]) for i, j, c, a, e in crops]
     cosine = [(int(i), int(j), float(c)) for i, j, c in pairs]
-    every = cosine + [(i, j, c) for i, j, c, _ in crops]
+    every = cosine + [(i, j, c) for i, j, c, *_ in crops]
     nodes = {x for i, j, _ in every for x in (i, j)}
     return {"pairs": every, "cosine_pairs": cosine, "crops": crops, "nodes": nodes, "threshold": threshold, "verify_min": verify_min,
             "errors": sorted(errors, key=lambda e: e["path"])}

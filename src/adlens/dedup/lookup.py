@@ -103,7 +103,7 @@ class _EmbeddingLookup:
 
     def matches(self, path, exclude: set[int], rgb: np.ndarray | None = None) -> list[dict]:
         """Ledger entries at cosine >= threshold, and with ``rgb`` (the image's pixels) those of the
-        50 best in the grey zone (not found by hashes) the pixel check confirms as crops."""
+        50 best in the grey zone (not found by hashes) the pixel check confirms as crops or overlays."""
         import cv2
 
         from adlens.dedup.verify import pixel_agreement, prepare
@@ -115,7 +115,7 @@ class _EmbeddingLookup:
             raise InvalidInput(f"{path}: {res.errors[0][1]}")
         cos = self.vectors @ res.vectors[0]
         by_sha = {self.keys[i]: float(cos[i]) for i in np.flatnonzero(cos >= self.threshold)}
-        checked: dict[str, float] = {}
+        checked: dict[str, tuple[str, float]] = {}
         if rgb is not None:  # the best grey-zone ads the hashes did not find, pixel-checked
             known = self._shas_of(exclude)
             grey = [i for i in np.argsort(-cos) if self.verify_min <= cos[i] < self.threshold
@@ -129,8 +129,9 @@ class _EmbeddingLookup:
                     if query is None:
                         break  # the looked-up image itself cannot be checked
                     continue
-                if a.is_crop():
-                    checked[self.keys[i]] = round(float(a.score), 4)
+                link = a.linked()
+                if link is not None:
+                    checked[self.keys[i]] = (link[0], round(link[1], 4))
                     by_sha[self.keys[i]] = float(cos[i])
         if not by_sha:
             return []
@@ -145,5 +146,6 @@ class _EmbeddingLookup:
         out = [{"image_id": r.id, "method": "embedding", "cosine": round(by_sha[r.sha256], 4),
                 "canonical_id": r.canonical_id, "first_seen": r.first_seen, "last_seen": r.last_seen,
                 "times_seen": r.times_seen, "ad_ids": list(ads.get(r.id, ())),
-                **({"pixel_check": True, "agreement": checked[r.sha256]} if r.sha256 in checked else {})} for r in rows]
+                **({"pixel_check": True, "edit": checked[r.sha256][0], "agreement": checked[r.sha256][1]}
+                   if r.sha256 in checked else {})} for r in rows]
         return sorted(out, key=lambda m: (-m["cosine"], m["image_id"]))

@@ -230,6 +230,7 @@ class Ledger:
             new_links,
             verified_pairs,
         )
+        from adlens.dedup.verify import EDITS
 
         image_ids = np.asarray(image_ids, dtype=np.int64)
         pairs = new_links(embedding_pairs(vectors, threshold), self._canonical_labels(image_ids))
@@ -241,8 +242,10 @@ class Ledger:
                                verify_min=DEFAULT_VERIFY_MIN if verify_min is None else verify_min,
                                labels=self._canonical_labels(image_ids), workers=workers, on_error=on_error, new=new,
                                progress=progress)
-        return links + self._link(image_ids, crops[:, :3], "embedding", lambda cos: 1.0 - cos,
-                                  lambda cos: {"cosine": round(cos, 4), "pixel_check": True})
+        for code, edit in enumerate(EDITS):  # crops, then overlays (adlens.dedup.verify)
+            links += self._link(image_ids, crops[crops[:, 4] == code, :3], "embedding", lambda cos: 1.0 - cos,
+                                lambda cos, edit=edit: {"cosine": round(cos, 4), "pixel_check": True, "edit": edit})
+        return links
 
     def link_by_relayout(self, image_ids, features, min_inliers: int, text=None, progress=None, new=None,
                          describe=None) -> list[dict]:
