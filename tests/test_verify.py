@@ -222,6 +222,20 @@ def test_dedup_find_links_a_crop_by_the_pixel_check(tmp_path, banners):
     assert bad.exit_code != 0 and "cosine in (0, 1]" in bad.output
 
 
+def test_dedup_find_reports_an_overlay_apart_from_crops(tmp_path, banners):
+    from adlens.dedup.folder import find_duplicates
+
+    Image.fromarray(banners["a"]).save(tmp_path / "a.png")
+    Image.fromarray(jpeg(_sticker(template(data.astronaut()), [40, 150, 110, 220]))).save(tmp_path / "sticker.png")
+    Image.fromarray(banners["other_photo"]).save(tmp_path / "other.png")
+    # hash radius 0: the hashes would catch this small sticker (they catch about half of real ones)
+    res = find_duplicates(tmp_path, phash_radius=0, dhash_radius=0, cascade=True, cascade_threshold=0.999, verify_min=0.5)
+    assert res["groups"] == [] and res["crop_pairs"] == [] and res["embedding_pairs"] == []
+    assert [(a.split("/")[-1], b.split("/")[-1]) for a, b, _, _ in res["overlay_pairs"]] == [("a.png", "sticker.png")]
+    assert res["overlay_pairs"][0][3] >= 0.98  # the agreement outside the sticker
+    assert [sorted(p.split("/")[-1] for p in g) for g in res["embedding_groups"]] == [["a.png", "sticker.png"]]
+
+
 def test_ledger_cascade_links_a_crop_in_the_grey_zone(tmp_path, banners):
     """stage_cascade with stored vectors (no model run) at cosine 0.90: the crop is linked by the
     pixel check, the other product is not; a second run adds nothing; verify_min at the threshold
@@ -362,7 +376,7 @@ def test_dedup_check_lists_a_crop_confirmed_by_pixels(tmp_path, banners):
                                    threshold=1.0, verify_min=lo, embedder=emb)
         assert crop["status"] == "embedding_duplicate"
         (m,) = crop["embedding_matches"]
-        assert m["ad_ids"] == ["AD0"] and m["pixel_check"] is True and m["agreement"] >= 0.95
+        assert m["ad_ids"] == ["AD0"] and m["pixel_check"] is True and m["agreement"] >= 0.95 and m["edit"] == "crop"
         assert m["cosine"] == pytest.approx(float(q @ a), abs=1e-4)
         assert other["status"] == "new" and other["embedding_matches"] == []
         # the check off (verify_min at the threshold): the crop is new to the cascade too

@@ -27,8 +27,9 @@ def check_images(ws: Workspace, paths: list[Path | str], cascade: bool = False, 
     ``embedding_matches`` lists ledger entries the hashes did not find (crops, overlays), best
     first, and an image with only those is ``embedding_duplicate``. Stored ads from cosine
     ``verify_min`` (default ``ADLENS_CASCADE_VERIFY_MIN``) up to the threshold are pixel-checked
-    (:mod:`adlens.dedup.verify`) and listed too when one image is a crop of the other
-    (``"pixel_check": true`` with the ``agreement``).
+    (:mod:`adlens.dedup.verify`) and listed too when one image is a crop of the other or the other
+    with a sticker or strip over it (``"pixel_check": true`` with the ``edit``, ``crop`` or
+    ``overlay``, and the ``agreement``).
     """
     ledger = ws.ledger(**rule)
     lookup = _EmbeddingLookup(ws, threshold, embedder, verify_min) if cascade else None

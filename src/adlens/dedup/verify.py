@@ -201,10 +201,14 @@ def _changed_region(diff, own_texture, own_edges, other_texture, other_edges, va
         cv2.drawContours(region, contours, -1, 1, -1)  # holes filled: a sticker's flat inside is changed too
     core = (region > 0) & valid
     n_core = int(core.sum())
-    # the share of this image's most covered photo box that changed: a new product photo in the same
-    # template changes its whole box, a sticker a part of it
-    photo_changed = max((float(core[y0:y1, x0:x1].mean()) for x0, y0, x1, y1 in photos if x1 > x0 and y1 > y0),
-                         default=0.0)
+    # the share of this image's most covered photo box that changed, counting the part of the box
+    # the other image shows too: a new product photo in the same template changes all of it (also
+    # when a crop leaves only a sliver of it), a sticker a part of it
+    photo_changed = 0.0
+    for x0, y0, x1, y1 in photos:
+        shown = int(valid[y0:y1, x0:x1].sum())
+        if shown >= _MIN_PIXELS:
+            photo_changed = max(photo_changed, int(core[y0:y1, x0:x1].sum()) / shown)
     region = cv2.dilate(region, disk)  # and its rim (blur, JPEG ringing around the overlay)
     inside = (region > 0) & valid
     out = valid & ~inside
@@ -257,4 +261,4 @@ def pixel_agreement(a: np.ndarray | Prepared, b: np.ndarray | Prepared) -> Agree
                      changed_area=max(r[0] for r in regions),
                      outside=min(outside) if len(outside) == 2 else None,
                      detail_outside=min(r[3] / r[4] if r[4] else 1.0 for r in regions),
-                     photo_changed=min(r[5] for r in regions))
+                     photo_changed=max(r[5] for r in regions))
