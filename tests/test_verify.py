@@ -290,6 +290,45 @@ def test_ledger_cascade_links_a_crop_in_the_grey_zone(tmp_path, banners):
     assert off["out"]["new_links"] == 0 and off["groups"] == []
 
 
+def test_ledger_cascade_links_an_overlay_the_hashes_miss(tmp_path):
+    """A sticker over the copy panel moves the pHash by 12 bits (radius 8): the pixel check links it
+    in `adlens run`'s cascade stage as an overlay."""
+    import sqlalchemy as sa
+
+    from adlens.config import Settings
+    from adlens.embed.base import get_embedder
+    from adlens.embed.jobs import DEFAULT_IMAGE_MODEL, image_shas
+    from adlens.ingest.ads import ingest_ads
+    from adlens.pipeline import RunContext, stage_cascade
+    from adlens.store import schema
+    from adlens.store.ledger import duplicate_groups
+    from adlens.workspace import init_workspace
+
+    a = template(data.astronaut())
+    d = tmp_path / "ads"
+    d.mkdir()
+    Image.fromarray(jpeg(a)).save(d / "AD0.png")
+    Image.fromarray(jpeg(_sticker(a, [170, 100, 250, 180]))).save(d / "AD1.png")
+    (tmp_path / "ads.csv").write_text(f"path,ad_id\n{d / 'AD0.png'},AD0\n{d / 'AD1.png'},AD1\n")
+    ws = init_workspace(tmp_path / "ws", Settings(workspace=tmp_path / "ws", workers=2))
+    try:
+        ingest_ads(ws, tmp_path / "ads.csv")
+        assert duplicate_groups(ws.engine) == []  # the hashes miss it
+        with ws.engine.connect() as conn:
+            sha_of = dict(conn.execute(sa.select(schema.creatives.c.ad_id, schema.images.c.sha256)
+                                       .join(schema.images, schema.images.c.id == schema.creatives.c.image_id)).all())
+        by_sha = {sha_of["AD0"]: np.array([1.0, 0]), sha_of["AD1"]: np.array([0.9, np.sqrt(0.19)])}
+        keys = image_shas(ws, "ads")
+        ws.embeddings.put(get_embedder(DEFAULT_IMAGE_MODEL).model_id, "ads", keys, np.stack([by_sha[k] for k in keys]))
+        out = stage_cascade(RunContext(ws))
+        assert out["new_links"] == 1 and out["pixel_checked_links"] == 1 and out["errors"] == []
+        link = out["links"][0]
+        assert {link["ad_a"], link["ad_b"]} == {"AD0", "AD1"} and link["edit"] == "overlay"
+        assert [sorted(m["ad_id"] for m in g["members"]) for g in duplicate_groups(ws.engine)] == [["AD0", "AD1"]]
+    finally:
+        ws.close()
+
+
 def test_incremental_check_skips_old_pairs():
     """verified_pairs(new=...) checks only pairs with a new image: with none new nothing is loaded."""
     # 0-1 0.90 and 0-2 0.85 are grey; 1-2 is 0.765, below the zone
