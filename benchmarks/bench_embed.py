@@ -3,7 +3,7 @@
 Images: EfficientNet-Lite0 end to end through ``embed_files`` (decode in a thread pool,
 pipelined with inference) with the ONNX Runtime session and, in the same run, with the same
 network in torch eager mode; plus ONNX Runtime on pre-decoded pixels (inference alone); the
-same for the int8 model (``efficientnet-lite0-int8``, :mod:`adlens.embed.quantize`) and its
+same for the int8 model (``efficientnet-lite0-int8``, :mod:`adlens.embed.quantize`, the default since session 11) and its
 cosine to fp32; and, because other processes share this CPU, fp32 vs int8 inference on ONE
 thread measured in images per CPU-second of this process (``time.process_time``), which
 waiting for the CPU does not inflate; interleaved repeats.
@@ -110,12 +110,12 @@ def main(argv=None) -> int:
         print("|------------------------------------------------------|---------:|------------------|------|")
         ort_emb = EfficientNetLite0(args.model_dir, batch_size=32)
         ort_emb.session
-        row("ORT end to end (decode pipelined, batch 32)", len(files), timed(lambda: ort_emb.embed_files(files), repeats), "img/s")
+        row("ORT fp32 end to end (decode pipelined, batch 32)", len(files), timed(lambda: ort_emb.embed_files(files), repeats), "img/s")
         px = np.stack([ort_emb._pixels(f) for f in files[: min(len(files), 256)]])
-        row("ORT inference only (pre-decoded pixels)", len(px), timed(lambda: ort_emb.embed_pixels(px), repeats), "img/s")
+        row("ORT fp32 inference only (pre-decoded pixels)", len(px), timed(lambda: ort_emb.embed_pixels(px), repeats), "img/s")
         q_emb = EfficientNetLite0Int8(args.model_dir, batch_size=32)
         q_emb.session
-        row("ORT int8 end to end (decode pipelined, batch 32)", len(files), timed(lambda: q_emb.embed_files(files), repeats), "img/s")
+        row("ORT int8 end to end, the default model (decode pipelined)", len(files), timed(lambda: q_emb.embed_files(files), repeats), "img/s")
         row("ORT int8 inference only (pre-decoded pixels)", len(px), timed(lambda: q_emb.embed_pixels(px), repeats), "img/s")
         t = time.perf_counter()
         for f in files[:256]:

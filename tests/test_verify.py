@@ -111,9 +111,13 @@ def test_a_sticker_or_strip_over_the_creative_is_an_overlay(banners):
         assert got.outside >= 0.98 and got.changed_area <= OVERLAY_MAX_AREA and got.linked() == ("overlay", got.outside)
     # the changed region is where the sticker is: ~70x70 of 320x250 (6 %), plus a rim
     assert 0.05 < pixel_agreement(jpeg(a), jpeg(_sticker(a, [40, 150, 110, 220]))).changed_area < 0.12
-    # a sticker covering half the banner is no longer "the same creative"
+    # a sticker covering 60 % of the banner is no longer "the same creative": more pixels disagree
+    # than any overlay allows, so the region is not even mapped
     big = pixel_agreement(jpeg(a), jpeg(_sticker(a, [0, 0, 250, 250])))
-    assert big.changed_area > OVERLAY_MAX_AREA and big.verdict() is None
+    assert big.changed_area is None and big.verdict() is None
+    # 25 % of it: mapped, and too large
+    large = pixel_agreement(jpeg(a), jpeg(_sticker(a, [20, 20, 170, 170])))
+    assert large.changed_area > OVERLAY_MAX_AREA and large.verdict() is None
 
 
 def test_another_product_in_the_same_template_is_not_an_overlay(banners):

@@ -89,7 +89,8 @@ class Agreement:
     edges: float | None
     inliers: int
     scale: float
-    #: overlay measures (None without an alignment): share of the compared area in the largest
+    #: overlay measures (None without an alignment, or when too many pixels disagree for any
+    #: overlay): share of the compared area in the largest
     #: changed region (the larger of the two frames), agreement of all pixels outside it (the
     #: smaller; None with too few pixels), share of the detail pixels that lie outside it (smaller)
     changed_area: float | None = None
@@ -183,13 +184,18 @@ def _count(own_rgb, own_texture, own_edges, other_warped, valid):
 
 def _changed_region(diff, own_texture, own_edges, other_texture, other_edges, valid, photos):
     """Overlay measures in one frame: ``(changed area share, agreeing pixels outside, outside
-    pixel count, detail pixels outside, detail pixels, detail share inside the region of the image
-    with less)``. Pixels are those with detail or a sharp edge in either image; a sharp edge in
-    either gets the edge tolerance."""
+    pixel count, detail pixels outside, detail pixels, largest changed share of a photo box)``, or
+    None when too many pixels disagree for any overlay (most pairs that are no edit at all). Pixels
+    are those with detail or a sharp edge in either image; a sharp edge in either gets the edge
+    tolerance."""
     cv2, _ = _cv()
     edge = (own_edges | other_edges) & valid
     detail = (own_texture | other_texture) & valid & ~edge
     bad = (edge & (diff > _TOL_EDGE)) | (detail & (diff > _TOL_TEXTURE))
+    # an overlay's region holds at most OVERLAY_MAX_AREA of the area, and at most 1 - OVERLAY_MIN_OUTSIDE
+    # of the pixels outside it disagree: more disagreeing pixels than that cannot be one (exact bound)
+    if int(bad.sum()) > OVERLAY_MAX_AREA * int(valid.sum()) + (1 - OVERLAY_MIN_OUTSIDE) * int((edge | detail).sum()):
+        return None
     H, W = diff.shape
     r = max(3, round(_GAP * float(np.hypot(H, W))))
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
@@ -202,7 +208,6 @@ def _changed_region(diff, own_texture, own_edges, other_texture, other_edges, va
                                        cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(region, contours, -1, 1, -1)  # holes filled: a sticker's flat inside is changed too
     core = (region > 0) & valid
-    n_core = int(core.sum())
     # the share of this image's most covered photo box that changed, counting the part of the box
     # the other image shows too: a new product photo in the same template changes all of it (also
     # when a crop leaves only a sliver of it), a sticker a part of it
@@ -255,11 +260,17 @@ def pixel_agreement(a: np.ndarray | Prepared, b: np.ndarray | Prepared) -> Agree
     def moved(mask, m, size):
         return cv2.warpAffine(mask.astype(np.uint8), m, size, flags=cv2.INTER_NEAREST) > 0
 
-    regions = [_changed_region(x[4], ta, ea, moved(tb, M, (W, H)), moved(eb, M, (W, H)), valid_a, A.photos),
-               _changed_region(y[4], tb, eb, moved(ta, Mi, (w, h)), moved(ea, Mi, (w, h)), valid_b, B.photos)]
+    regions = [_changed_region(x[4], ta, ea, moved(tb, M, (W, H)), moved(eb, M, (W, H)), valid_a, A.photos)]
+    if regions[0] is not None:  # the second frame only when the first can be an overlay
+        regions.append(_changed_region(y[4], tb, eb, moved(ta, Mi, (w, h)), moved(ea, Mi, (w, h)), valid_b, B.photos))
+    else:
+        regions.append(None)
+    texture = (x[0] + y[0]) / n_t if n_t >= _MIN_PIXELS else None
+    edges = (x[2] + y[2]) / n_e if n_e >= _MIN_PIXELS else None
+    if regions[0] is None or regions[1] is None:
+        return Agreement(texture, edges, int(inl.sum()), scale)
     outside = [r[1] / r[2] for r in regions if r[2] >= _MIN_PIXELS]
-    return Agreement((x[0] + y[0]) / n_t if n_t >= _MIN_PIXELS else None,
-                     (x[2] + y[2]) / n_e if n_e >= _MIN_PIXELS else None, int(inl.sum()), scale,
+    return Agreement(texture, edges, int(inl.sum()), scale,
                      changed_area=max(r[0] for r in regions),
                      outside=min(outside) if len(outside) == 2 else None,
                      detail_outside=min(r[3] / r[4] if r[4] else 1.0 for r in regions),
