@@ -190,6 +190,9 @@ def main() -> int:
     rules.append(("... or (cosine >= 0.8 and `verdict()`, a crop or an overlay: the default)",
                   base | ((cos >= 0.8) & (crop | overlay))))
     rules.append(("... or (cosine >= 0.6 and `verdict()`)", base | ((cos >= 0.6) & (crop | overlay))))
+    for t in (0.96, 0.97, 0.98):  # a higher cosine threshold: pairs below it are left to the pixel check
+        rules.append((f"hashes or cosine >= {t} or (cosine >= 0.8 and `verdict()`)",
+                      hashed | (cos >= t) | ((cos >= 0.8) & (crop | overlay))))
     rules.append(("... or (cosine >= 0.8 and >= 12 SIFT inliers in photo regions)", base | ((cos >= 0.8) & (sift >= 12))))
     for name, link in rules:
         cells = [f"{link[pos & (kind_of == e)].mean():.2f}" for e in EDITS]

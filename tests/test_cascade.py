@@ -52,7 +52,7 @@ def test_folder_cascade_finds_crop_and_overlay_that_hashes_miss(tmp_path):
 
 def test_ledger_cascade_stage_links_once_with_stored_vectors(tmp_path):
     """stage_cascade over the ledger, with vectors put in the store under the default model's id (no
-    model run): the pair at cosine 0.96 is linked once and merged, the pair at 0.90 is not."""
+    model run): the pair at cosine 0.98 is linked once and merged, the pair at 0.90 is not."""
     import sqlalchemy as sa
     from conftest import banner
 
@@ -78,15 +78,15 @@ def test_ledger_cascade_stage_links_once_with_stored_vectors(tmp_path):
             sha_of = dict(conn.execute(sa.select(schema.creatives.c.ad_id, schema.images.c.sha256)
                                        .join(schema.images, schema.images.c.id == schema.creatives.c.image_id)).all())
         a = np.array([1.0, 0.0, 0.0])
-        vec = {"AD0": a, "AD1": np.array([0.96, np.sqrt(1 - 0.96 ** 2), 0.0]), "AD2": np.array([0.90, 0.0, np.sqrt(1 - 0.81)])}
-        # AD1 . AD2 = 0.864: only AD0-AD1 reaches 0.95
+        vec = {"AD0": a, "AD1": np.array([0.98, np.sqrt(1 - 0.98 ** 2), 0.0]), "AD2": np.array([0.90, 0.0, np.sqrt(1 - 0.81)])}
+        # AD1 . AD2 = 0.882: only AD0-AD1 reaches the default 0.97
         keys = image_shas(ws, "ads")
         by_sha = {sha_of[k]: v for k, v in vec.items()}
         ws.embeddings.put(get_embedder(DEFAULT_IMAGE_MODEL).model_id, "ads", keys, np.stack([by_sha[k] for k in keys]))
         out = stage_cascade(RunContext(ws))
         assert out["images"] == 3 and out["new_links"] == 1
         assert {out["links"][0]["ad_a"], out["links"][0]["ad_b"]} == {"AD0", "AD1"}
-        assert out["links"][0]["cosine"] == pytest.approx(0.96, abs=1e-4)
+        assert out["links"][0]["cosine"] == pytest.approx(0.98, abs=1e-4)
         groups = duplicate_groups(ws.engine)
         assert [sorted(m["ad_id"] for m in g["members"]) for g in groups] == [["AD0", "AD1"]]
         assert [m["linked_by"] for m in groups[0]["members"]] == [["embedding"], ["embedding"]]

@@ -10,7 +10,7 @@ Config keys (all optional):
 - ``ADLENS_IMAGE_MODEL``   image embedder of the workspace's ads and products (default
   ``efficientnet-lite0-int8``; ``efficientnet-lite0`` for the fp32 graph, see ``adlens.embed.jobs``)
 - ``ADLENS_DEDUP_CASCADE`` run the embedding dedup stage after hashing in ``adlens run`` (default true)
-- ``ADLENS_CASCADE_THRESHOLD``  cosine at or above which two ad images are embedding duplicates (0.95)
+- ``ADLENS_CASCADE_THRESHOLD``  cosine at or above which two ad images are embedding duplicates (0.97)
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     # image embedder for ads, products, creative features and the dedup cascade (adlens.embed.jobs)
     image_model: str = "efficientnet-lite0-int8"
     dedup_cascade: bool = True
-    cascade_threshold: float = 0.95
+    cascade_threshold: float = 0.97  # tuned in adlens.dedup.cascade
     cascade_verify_min: float = 0.80  # pairs at [this, cascade_threshold) get the pixel check (adlens.dedup.verify)
     # re-layout stage: SIFT on new images and their candidates (~50 ms each) each run, so opt-in
     dedup_relayout: bool = False

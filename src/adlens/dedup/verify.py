@@ -1,6 +1,6 @@
 """Pixel check for the embedding cascade's grey zone: is one image a crop of the other?
 
-The cascade links two creatives when their embedding cosine is >= 0.95 (:mod:`adlens.dedup.cascade`).
+The cascade links two creatives when their embedding cosine is >= 0.97 (:mod:`adlens.dedup.cascade`).
 Crops of 10-20 % land at cosine 0.74-0.99, while two products in one banner template reach 0.96,
 so no cosine separates them. A crop keeps every pixel it shows; another product in the same template
 keeps the template but not the photo. So a pair in the grey zone (cosine >= 0.8 by default) is
