@@ -88,7 +88,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--campaigns", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--model", default=None, help="image embedder (default: the cascade's, DEFAULT_IMAGE_MODEL)")
+    ap.add_argument("--model", default=None, help="image embedder (default: the cascade's, ADLENS_IMAGE_MODEL)")
     args = ap.parse_args()
     if not (DATA / "clothing" / "labels.csv").exists():
         print(f"skipped: {DATA} not found")
@@ -136,9 +136,9 @@ def main() -> int:
               & (hamming64(dh[P[:, 0]], dh[P[:, 1]]) <= DEFAULT_DHASH_RADIUS))
 
     from adlens.embed.base import get_embedder
-    from adlens.embed.jobs import DEFAULT_IMAGE_MODEL
+    from adlens.embed.jobs import image_model
 
-    V = get_embedder(args.model or DEFAULT_IMAGE_MODEL).embed_images([it[3] for it in items])
+    V = get_embedder(args.model or image_model()).embed_images([it[3] for it in items])
     cos = np.einsum("ij,ij->i", V[P[:, 0]], V[P[:, 1]])
     grey = np.flatnonzero(cos >= 0.6)  # only pairs this close are checked (the default grey zone starts at 0.8)
     arr = {i: np.asarray(items[i][3]) for i in set(P[grey][:, :2].ravel().tolist())}

@@ -248,7 +248,7 @@ def test_ledger_cascade_links_a_crop_in_the_grey_zone(tmp_path, banners):
 
     from adlens.config import Settings
     from adlens.embed.base import get_embedder
-    from adlens.embed.jobs import DEFAULT_IMAGE_MODEL, image_shas
+    from adlens.embed.jobs import image_model, image_shas
     from adlens.ingest.ads import ingest_ads
     from adlens.pipeline import RunContext, stage_cascade
     from adlens.store import schema
@@ -275,7 +275,7 @@ def test_ledger_cascade_links_a_crop_in_the_grey_zone(tmp_path, banners):
             vec = {"AD0": [1.0, 0, 0], "AD1": [0.9, np.sqrt(0.19), 0], "AD2": [0.9, 0, np.sqrt(0.19)]}
             by_sha = {sha_of[k]: np.array(v) for k, v in vec.items()}
             keys = image_shas(ws, "ads")
-            ws.embeddings.put(get_embedder(DEFAULT_IMAGE_MODEL).model_id, "ads", keys, np.stack([by_sha[k] for k in keys]))
+            ws.embeddings.put(get_embedder(image_model()).model_id, "ads", keys, np.stack([by_sha[k] for k in keys]))
             out = stage_cascade(RunContext(ws))
             groups = [sorted(m["ad_id"] for m in g["members"]) for g in duplicate_groups(ws.engine)]
             again = stage_cascade(RunContext(ws))
@@ -301,7 +301,7 @@ def test_ledger_cascade_links_an_overlay_the_hashes_miss(tmp_path):
 
     from adlens.config import Settings
     from adlens.embed.base import get_embedder
-    from adlens.embed.jobs import DEFAULT_IMAGE_MODEL, image_shas
+    from adlens.embed.jobs import image_model, image_shas
     from adlens.ingest.ads import ingest_ads
     from adlens.pipeline import RunContext, stage_cascade
     from adlens.store import schema
@@ -323,7 +323,7 @@ def test_ledger_cascade_links_an_overlay_the_hashes_miss(tmp_path):
                                        .join(schema.images, schema.images.c.id == schema.creatives.c.image_id)).all())
         by_sha = {sha_of["AD0"]: np.array([1.0, 0]), sha_of["AD1"]: np.array([0.9, np.sqrt(0.19)])}
         keys = image_shas(ws, "ads")
-        ws.embeddings.put(get_embedder(DEFAULT_IMAGE_MODEL).model_id, "ads", keys, np.stack([by_sha[k] for k in keys]))
+        ws.embeddings.put(get_embedder(image_model()).model_id, "ads", keys, np.stack([by_sha[k] for k in keys]))
         out = stage_cascade(RunContext(ws))
         assert out["new_links"] == 1 and out["pixel_checked_links"] == 1 and out["errors"] == []
         link = out["links"][0]
@@ -354,7 +354,7 @@ def test_ledger_cascade_retries_an_image_it_could_not_read(tmp_path, banners):
 
     from adlens.config import Settings
     from adlens.embed.base import get_embedder
-    from adlens.embed.jobs import DEFAULT_IMAGE_MODEL, image_shas
+    from adlens.embed.jobs import image_model, image_shas
     from adlens.ingest.ads import ingest_ads
     from adlens.pipeline import RunContext, stage_cascade
     from adlens.store import schema
@@ -373,7 +373,7 @@ def test_ledger_cascade_retries_an_image_it_could_not_read(tmp_path, banners):
                                        .join(schema.images, schema.images.c.id == schema.creatives.c.image_id)).all())
         by_sha = {sha_of["AD0"]: np.array([1.0, 0]), sha_of["AD1"]: np.array([0.9, np.sqrt(0.19)])}
         keys = image_shas(ws, "ads")
-        ws.embeddings.put(get_embedder(DEFAULT_IMAGE_MODEL).model_id, "ads", keys, np.stack([by_sha[k] for k in keys]))
+        ws.embeddings.put(get_embedder(image_model()).model_id, "ads", keys, np.stack([by_sha[k] for k in keys]))
         blob = ws.blobs.path_for(sha_of["AD1"])
         kept = blob.read_bytes()
         blob.unlink()

@@ -183,7 +183,7 @@ def dedup_check_cmd(
     images: list[Path] = typer.Argument(..., help="Image files to look up (not ingested)."),
     cascade: bool = typer.Option(False, "--cascade", help="Also compare embeddings with the stored ads' (crops, overlays)."),
     threshold: float = typer.Option(None, help="Cosine threshold with --cascade (default ADLENS_CASCADE_THRESHOLD, 0.97)."),
-    verify_min: float = typer.Option(None, "--verify-min", help="With --cascade: stored ads from this cosine up to the threshold are pixel-checked and listed when one image is a crop of the other (default ADLENS_CASCADE_VERIFY_MIN, 0.8)."),
+    verify_min: float = typer.Option(None, "--verify-min", help="With --cascade: stored ads from this cosine up to the threshold are pixel-checked and listed when one image is a crop of the other or the other with a sticker or strip over it (default ADLENS_CASCADE_VERIFY_MIN, 0.8)."),
     workspace: Path = WorkspaceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -224,7 +224,7 @@ def dedup_find_cmd(
     phash_radius: int = typer.Option(None, help="Max pHash Hamming distance (default: tuned value)."),
     cascade: bool = typer.Option(False, "--cascade", help="Also find embedding duplicates hashes miss (crops, overlays)."),
     threshold: float = typer.Option(None, help="Cosine threshold of the embedding cascade (default 0.97)."),
-    verify_min: float = typer.Option(None, "--verify-min", help="With --cascade: pairs from this cosine up to the threshold are pixel-checked and linked when one is a crop of the other (default 0.8; set it to the threshold to switch the check off)."),
+    verify_min: float = typer.Option(None, "--verify-min", help="With --cascade: pairs from this cosine up to the threshold are pixel-checked and linked when one is a crop of the other or has an overlay (default 0.8; set it to the threshold to switch the check off)."),
     relayout: bool = typer.Option(False, "--relayout", help="Also link re-layouts: the same photo in another ad size (SIFT in photo regions; ~50 ms an image)."),
     min_inliers: int = typer.Option(None, "--min-inliers", help="SIFT inliers a re-layout link needs (default 12; 8 links more on lossless banners, with a small risk of false links on JPEG)."),
     as_json: bool = JsonOpt,

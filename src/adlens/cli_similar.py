@@ -23,7 +23,7 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
     @app.command()
     def embed(
         kind: str = typer.Argument("all", help="ads | articles | products | all"),
-        model: str = typer.Option(None, help="Embedder name: efficientnet-lite0 (default for images), efficientnet-lite0-int8, efficientnet-lite0-torch, minilm (default for texts), minilm-torch, or one you registered without required arguments."),
+        model: str = typer.Option(None, help="Embedder name: efficientnet-lite0 (fp32) or efficientnet-lite0-int8 (default for images: ADLENS_IMAGE_MODEL, efficientnet-lite0), efficientnet-lite0-torch, minilm (default for texts), minilm-torch, or one you registered without required arguments."),
         workspace: Path = WorkspaceOpt,
         as_json: bool = JsonOpt,
     ) -> None:

@@ -1,7 +1,8 @@
-"""Pixel check for the embedding cascade's grey zone: is one image a crop of the other?
+"""Pixel check for the embedding cascade's grey zone: is one image a crop of the other, or the other
+with a sticker or strip pasted over it?
 
 The cascade links two creatives when their embedding cosine is >= 0.97 (:mod:`adlens.dedup.cascade`).
-Crops of 10-20 % land at cosine 0.74-0.99, while two products in one banner template reach 0.96,
+Crops of 10-20 % land at cosine 0.63-0.99, while two products in one banner template reach 0.96-0.98,
 so no cosine separates them. A crop keeps every pixel it shows; another product in the same template
 keeps the template but not the photo. So a pair in the grey zone (cosine >= 0.8 by default) is
 aligned by SIFT + RANSAC (a similarity transform, scale 1/4-4), and the pixels both images show are
@@ -97,8 +98,10 @@ class Agreement:
     outside: float | None = None
     detail_outside: float | None = None
     #: the largest share of a photo box (:func:`adlens.dedup.relayout.photo_regions`) inside the
-    #: changed region, in the image where it is smaller: a new product photo in the same template
-    #: changes its whole box in both images, a sticker or strip at most part of it in one
+    #: changed region, counted over the part of the box the other image shows too (the larger of
+    #: the two frames): a new product photo in the same template changes all of it, a sticker or
+    #: strip a part. Known limit: text blocks of a JPEG banner can be boxed as photos too, so a
+    #: sticker over most of a headline is not linked as an overlay (a miss, not a false link)
     photo_changed: float | None = None
 
     @property

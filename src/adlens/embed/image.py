@@ -14,7 +14,7 @@ axes are dynamic (the TF "SAME" paddings are identical for every multiple of 32)
 +0.3-1 point on the clothing benchmark).
 
 Variants: ``efficientnet-lite0-int8`` (:class:`EfficientNetLite0Int8`, static int8 via
-:mod:`adlens.embed.quantize`, 1.4-1.6x faster, own model id; the workspace default, see
+:mod:`adlens.embed.quantize`, 1.4-1.6x faster, own model id; selected with ``ADLENS_IMAGE_MODEL``, see
 :mod:`adlens.embed.jobs`) and ``efficientnet-lite0-tuned``
 (:mod:`adlens.embed.finetune`, the backbone fine-tuned on a labelled catalogue).
 
@@ -516,7 +516,7 @@ class EfficientNetLite0(_ImageEmbedderBase):
 class EfficientNetLite0Int8(EfficientNetLite0):
     """The same network quantised to int8 (:mod:`adlens.embed.quantize`): 1.4-1.6x faster on CPU.
 
-    The workspace default (``ADLENS_IMAGE_MODEL``, :mod:`adlens.embed.jobs`): its vectors stay
+    The throughput choice (``ADLENS_IMAGE_MODEL``, :mod:`adlens.embed.jobs`): its vectors stay
     close to fp32's (cosine 0.985 mean, 0.945 min on 2,605 clothing photos) with the same
     retrieval and dedup results (module docs of :mod:`adlens.embed.quantize`). The int8 file is
     made from the fp32 one in ``model_dir`` on first use (≈ 20 s).

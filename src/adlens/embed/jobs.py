@@ -20,20 +20,23 @@ from adlens.store import schema
 from adlens.workspace import Workspace
 
 KINDS = ("ads", "articles", "products")
-# The image model is a setting (ADLENS_IMAGE_MODEL, adlens.config); its default is the int8 graph
-# of EfficientNet-Lite0 since session 11, decided on numbers (2-core AVX2 EPYC, 2026-11-22):
+# The image model is a setting (ADLENS_IMAGE_MODEL, adlens.config, read from the environment).
+# The default stays fp32 EfficientNet-Lite0; the int8 graph is the throughput choice, measured
+# (2-core AVX2 EPYC, 2026-11-22):
 # - recipe v2 (adlens.embed.quantize: 7-bit weights, the first two convs in float) keeps the
 #   vectors at cosine 0.985 mean / 0.945 min to fp32 on 2,605 clothing photos (v1: 0.927 / 0.715);
 # - retrieval on the clothing halves is the same: raw AUC 0.788 vs 0.789, P@10 0.560 vs 0.555;
 #   learned projections within 0.005 (eval_similar_clothing.py --model);
-# - the dedup cascade links the same pairs at the same threshold (eval_cascade_edits.py --model);
-# - it is 1.4-1.6x faster (129 vs 87 img/s end to end in the same slow spell; 166-191 in fast ones),
-#   the only way to 150 img/s on two cores: fp32 needs 17.6 ms of CPU an image.
-# "efficientnet-lite0" (fp32) stays one setting away. Vectors are stored per model id, so a
-# switch recomputes rather than mixes them; the cascade's state keys the model id.
+# - the dedup cascade catches the same edits within +-0.04 (eval_cascade_edits.py --model);
+# - it is 1.6x faster per CPU-second (142 vs 87-96 img/s end to end in one run; 166-191 in fast
+#   spells), the only way to 150 img/s on two cores: fp32 needs ~18-22 ms of CPU an image.
+# Why it is not the default: a workspace's derived data is tied to the vectors it was built with.
+# Embeddings are stored per model id (a switch recomputes them), but creative feature rows, the
+# fitted joint space and the learned product projection are not re-derived on a switch, so an
+# existing workspace would mix fp32 and int8 vectors. Pick the model when a workspace is created.
 # "efficientnet-lite0-tuned" (a catalogue-specific fine-tuned backbone) is used by `similar` when
 # the workspace has one (`adlens similar-fit --finetune`), never as a global default.
-DEFAULT_IMAGE_MODEL = "efficientnet-lite0-int8"
+DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
 DEFAULT_TEXT_MODEL = "minilm"
 
 
