@@ -6,13 +6,13 @@ when the cosine of the two L2-normalised embeddings is >= ``threshold`` and hash
 already put them in one group. These links are recorded with method ``"embedding"`` and
 reported apart from hash matches.
 
-Default threshold (0.97, tuned with the default int8 embedder and the pixel check below): on the
-sample corpus the most similar pair of *different* creatives has cosine 0.954 (0.950 with fp32
-vectors, where 0.95 was the default); on real photos in banner templates
-(``benchmarks/eval_cascade_edits.py``, 2 seeds) other products in one template reach 0.964-0.978,
-and the cosine links 24 of 3,120 of them at >= 0.95, 8 at >= 0.96, 3 at >= 0.97, 0 at >= 0.98. The
-pixel check takes over below the threshold, so raising it from 0.95 to 0.97 cost 0.7-1.2 points of
-the crops, stickers and strips caught (0.972 -> 0.960 and 0.963 -> 0.956 of all edits).
+Default threshold (0.97, tuned together with the pixel check below): on the sample corpus the most
+similar pair of *different* creatives has cosine 0.950 with the default fp32 vectors (0.954 with
+int8); on real photos in banner templates (``benchmarks/eval_cascade_edits.py``, 2 seeds) other
+products in one template reach 0.96-0.98, and the cosine adds 21 false links among 3,120 of them
+at >= 0.95, 5 at >= 0.96, 2 at >= 0.97, 0 at >= 0.98 (int8: 24, 8, 3, 0). The pixel check takes
+over below the threshold, so raising it from 0.95 to 0.97 cost 0.8-1.4 points of the crops,
+stickers and strips caught (fp32: 0.975 -> 0.961 and 0.964 -> 0.956 of all edits).
 
 Crops and overlays are checked, not guessed: pairs in a grey zone below the threshold (cosine
 >= 0.8, ``verify_min``) are aligned and their pixels compared (:mod:`adlens.dedup.verify`); a pair
