@@ -294,36 +294,44 @@ def test_ledger_cascade_links_a_crop_in_the_grey_zone(tmp_path, banners):
     assert off["out"]["new_links"] == 0 and off["groups"] == []
 
 
-def test_ledger_cascade_links_an_overlay_the_hashes_miss(tmp_path):
-    """A sticker over the copy panel moves the pHash by 12 bits (radius 8): the pixel check links it
-    in `adlens run`'s cascade stage as an overlay."""
+def _two_ads_at_cosine_090(tmp_path, first: np.ndarray, second: np.ndarray):
+    """A workspace with ads AD0 and AD1 ingested and their image vectors stored at cosine 0.90 (the
+    grey zone; no model run). Returns ``(workspace, {ad_id: sha256})``; the caller closes it."""
     import sqlalchemy as sa
 
     from adlens.config import Settings
     from adlens.embed.base import get_embedder
     from adlens.embed.jobs import image_model, image_shas
     from adlens.ingest.ads import ingest_ads
-    from adlens.pipeline import RunContext, stage_cascade
     from adlens.store import schema
-    from adlens.store.ledger import duplicate_groups
     from adlens.workspace import init_workspace
 
-    a = template(data.astronaut())
     d = tmp_path / "ads"
     d.mkdir()
-    Image.fromarray(jpeg(a)).save(d / "AD0.png")
-    Image.fromarray(jpeg(_sticker(a, [170, 100, 250, 180]))).save(d / "AD1.png")
+    Image.fromarray(first).save(d / "AD0.png")
+    Image.fromarray(second).save(d / "AD1.png")
     (tmp_path / "ads.csv").write_text(f"path,ad_id\n{d / 'AD0.png'},AD0\n{d / 'AD1.png'},AD1\n")
     ws = init_workspace(tmp_path / "ws", Settings(workspace=tmp_path / "ws", workers=2))
+    ingest_ads(ws, tmp_path / "ads.csv")
+    with ws.engine.connect() as conn:
+        sha_of = dict(conn.execute(sa.select(schema.creatives.c.ad_id, schema.images.c.sha256)
+                                   .join(schema.images, schema.images.c.id == schema.creatives.c.image_id)).all())
+    by_sha = {sha_of["AD0"]: np.array([1.0, 0]), sha_of["AD1"]: np.array([0.9, np.sqrt(0.19)])}
+    keys = image_shas(ws, "ads")
+    ws.embeddings.put(get_embedder(image_model()).model_id, "ads", keys, np.stack([by_sha[k] for k in keys]))
+    return ws, sha_of
+
+
+def test_ledger_cascade_links_an_overlay_the_hashes_miss(tmp_path):
+    """A sticker over the copy panel moves the pHash by 12 bits (radius 8): the pixel check links it
+    in `adlens run`'s cascade stage as an overlay."""
+    from adlens.pipeline import RunContext, stage_cascade
+    from adlens.store.ledger import duplicate_groups
+
+    a = template(data.astronaut())
+    ws, _ = _two_ads_at_cosine_090(tmp_path, jpeg(a), jpeg(_sticker(a, [170, 100, 250, 180])))
     try:
-        ingest_ads(ws, tmp_path / "ads.csv")
         assert duplicate_groups(ws.engine) == []  # the hashes miss it
-        with ws.engine.connect() as conn:
-            sha_of = dict(conn.execute(sa.select(schema.creatives.c.ad_id, schema.images.c.sha256)
-                                       .join(schema.images, schema.images.c.id == schema.creatives.c.image_id)).all())
-        by_sha = {sha_of["AD0"]: np.array([1.0, 0]), sha_of["AD1"]: np.array([0.9, np.sqrt(0.19)])}
-        keys = image_shas(ws, "ads")
-        ws.embeddings.put(get_embedder(image_model()).model_id, "ads", keys, np.stack([by_sha[k] for k in keys]))
         out = stage_cascade(RunContext(ws))
         assert out["new_links"] == 1 and out["pixel_checked_links"] == 1 and out["errors"] == []
         link = out["links"][0]
@@ -350,30 +358,10 @@ def test_incremental_check_skips_old_pairs():
 
 def test_ledger_cascade_retries_an_image_it_could_not_read(tmp_path, banners):
     """A blob that cannot be read is reported, links nothing, and is checked again next run."""
-    import sqlalchemy as sa
-
-    from adlens.config import Settings
-    from adlens.embed.base import get_embedder
-    from adlens.embed.jobs import image_model, image_shas
-    from adlens.ingest.ads import ingest_ads
     from adlens.pipeline import RunContext, stage_cascade
-    from adlens.store import schema
-    from adlens.workspace import init_workspace
 
-    d = tmp_path / "ads"
-    d.mkdir()
-    Image.fromarray(banners["a"]).save(d / "AD0.png")
-    Image.fromarray(banners["crop15"]).save(d / "AD1.png")
-    (tmp_path / "ads.csv").write_text(f"path,ad_id\n{d / 'AD0.png'},AD0\n{d / 'AD1.png'},AD1\n")
-    ws = init_workspace(tmp_path / "ws", Settings(workspace=tmp_path / "ws", workers=2))
+    ws, sha_of = _two_ads_at_cosine_090(tmp_path, banners["a"], banners["crop15"])
     try:
-        ingest_ads(ws, tmp_path / "ads.csv")
-        with ws.engine.connect() as conn:
-            sha_of = dict(conn.execute(sa.select(schema.creatives.c.ad_id, schema.images.c.sha256)
-                                       .join(schema.images, schema.images.c.id == schema.creatives.c.image_id)).all())
-        by_sha = {sha_of["AD0"]: np.array([1.0, 0]), sha_of["AD1"]: np.array([0.9, np.sqrt(0.19)])}
-        keys = image_shas(ws, "ads")
-        ws.embeddings.put(get_embedder(image_model()).model_id, "ads", keys, np.stack([by_sha[k] for k in keys]))
         blob = ws.blobs.path_for(sha_of["AD1"])
         kept = blob.read_bytes()
         blob.unlink()
