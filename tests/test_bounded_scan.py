@@ -118,6 +118,38 @@ def test_large_sums_do_not_overflow():
         assert scores.tolist() == [9000.0] * 3 and rows.tolist() == [1, 3, 7]
 
 
+@pytest.mark.parametrize("m", [16, 48, 256, 1024, 1040])
+def test_scan_kernels_sum_exactly_in_every_path(m):
+    # The AVX2 kernels take four rows at a time when m is a multiple of 16 up to 1024 (one int32
+    # partial a row); 1040 takes the one-row path. Row counts that are not multiples of four leave
+    # a remainder. Codes at +-127 against query codes at +-16383 drive the sums to the int32 edge.
+    lib = bs_mod._kernels()
+    rng = np.random.default_rng(m)
+    n = 11
+    codes = rng.integers(-127, 128, size=(n, m)).astype(np.int8)
+    codes[0], codes[1] = 127, -127
+    q = rng.integers(-16383, 16384, size=m).astype(np.int16)
+    q[:] = np.where(np.arange(m) % 3 == 0, 16383, q)
+    q2 = np.full(m, 16383, np.int16)
+    exact = codes.astype(np.int64) @ q.astype(np.int64)
+    rows = np.array([9, 2, 0, 7, 7, 1, 10], np.int64)  # scattered, repeated, 7 = 4 + 3
+    for portable in (0, 1):
+        lib.adlens_scan_portable(portable)
+        try:
+            out = np.empty(n, np.float32)
+            lib.adlens_scan_all(bs_mod._ptr(codes), n, m, bs_mod._ptr(q), np.float32(0.5), bs_mod._ptr(out))
+            np.testing.assert_array_equal(out, (np.float32(0.5) * exact.astype(np.float32)))
+            top = np.empty(2, np.float32)
+            lib.adlens_scan_all(bs_mod._ptr(codes), 2, m, bs_mod._ptr(q2), np.float32(1.0), bs_mod._ptr(top))
+            assert top.tolist() == [float(np.float32(127 * 16383 * m)), float(np.float32(-127 * 16383 * m))]
+            acc = np.full(len(rows), 1.0, np.float32)
+            lib.adlens_scan_rows(bs_mod._ptr(codes), m, bs_mod._ptr(q), np.float32(2.0), bs_mod._ptr(rows),
+                                 len(rows), bs_mod._ptr(acc))
+            np.testing.assert_array_equal(acc, np.float32(1.0) + np.float32(2.0) * exact[rows].astype(np.float32))
+        finally:
+            lib.adlens_scan_portable(0)
+
+
 def test_rejects_a_different_matrix():
     x = structured(100, 32, 10)
     scan = BoundedScan(segments=(4, 8)).build(x)
