@@ -219,7 +219,8 @@ def test_image_model_setting_picks_the_workspace_embedder(monkeypatch):
     from adlens.embed.jobs import DEFAULT_IMAGE_MODEL, image_model
 
     monkeypatch.delenv("ADLENS_IMAGE_MODEL", raising=False)
-    assert image_model() == DEFAULT_IMAGE_MODEL == "efficientnet-lite0"
-    monkeypatch.setenv("ADLENS_IMAGE_MODEL", "efficientnet-lite0-int8")
-    assert image_model() == "efficientnet-lite0-int8"
+    assert image_model() == DEFAULT_IMAGE_MODEL == "efficientnet-lite0-int8"
     assert "int8" in get_embedder(image_model()).model_id
+    monkeypatch.setenv("ADLENS_IMAGE_MODEL", "efficientnet-lite0")
+    assert image_model() == "efficientnet-lite0"
+    assert "int8" not in get_embedder(image_model()).model_id

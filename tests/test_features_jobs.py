@@ -56,7 +56,7 @@ class FakeTextEmbedder:
         return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def light_creative(threads: int = 1) -> CreativeFeatures:
+def light_creative(threads: int = 1, image_model: str | None = None) -> CreativeFeatures:  # the real one's signature
     text = FakeTextEmbedder()
     return CreativeFeatures(ocr=None, image_embedder=FakeImageEmbedder(), text_embedder=text,
                             entity_extractor=EntityExtractor(backend="heuristic"),

@@ -95,15 +95,24 @@ def _summary_table(title: str, summary: dict) -> None:
 
 
 @app.command()
-def init(workspace: Path = WorkspaceOpt) -> None:
+def init(
+    workspace: Path = WorkspaceOpt,
+    image_model: str = typer.Option(
+        None, "--image-model",
+        help="Image embedder the workspace is built on, pinned for its life: efficientnet-lite0-int8 "
+             "(default, ADLENS_IMAGE_MODEL) or efficientnet-lite0 (fp32, 1.6x slower), or a registered plug-in. "
+             "On an existing workspace it must match the pinned one."),
+) -> None:
     """Create (or upgrade) a workspace: catalog database + artifact folders."""
+    from adlens.config import get_settings
     from adlens.workspace import init_workspace
 
     try:
-        ws = init_workspace(workspace)
+        ws = init_workspace(workspace, get_settings(image_model=image_model))
     except AdlensError as e:
         _fail(e)
-    out.print(f"workspace ready at {ws.root} (catalog: {ws.engine.url.render_as_string(hide_password=True)})")
+    out.print(f"workspace ready at {ws.root} (catalog: {ws.engine.url.render_as_string(hide_password=True)}; "
+              f"image model: {ws.image_model})")
 
 
 @app.command()
@@ -335,9 +344,9 @@ def status(workspace: Path = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
     except AdlensError as e:
         _fail(e)
     if as_json:
-        _print_json({"counts": counts, "runs": runs})
+        _print_json({"image_model": ws.image_model, "counts": counts, "runs": runs})
         return
-    _summary_table(f"workspace {ws.root}", counts)
+    _summary_table(f"workspace {ws.root} (image model {ws.image_model})", counts)
     for r in runs:
         out.print(f"{r['started_at']:%Y-%m-%d %H:%M} {r['run_id']} {r['status']}")
 

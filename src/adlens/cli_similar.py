@@ -23,7 +23,7 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
     @app.command()
     def embed(
         kind: str = typer.Argument("all", help="ads | articles | products | all"),
-        model: str = typer.Option(None, help="Embedder name: efficientnet-lite0 (fp32) or efficientnet-lite0-int8 (default for images: ADLENS_IMAGE_MODEL, efficientnet-lite0), efficientnet-lite0-torch, minilm (default for texts), minilm-torch, or one you registered without required arguments."),
+        model: str = typer.Option(None, help="Embedder name: efficientnet-lite0-int8 or efficientnet-lite0 (fp32) (default for images: the model the workspace was created with, see `adlens init --image-model`), efficientnet-lite0-torch, minilm (default for texts), minilm-torch, or one you registered without required arguments."),
         workspace: Path = WorkspaceOpt,
         as_json: bool = JsonOpt,
     ) -> None:
@@ -36,16 +36,16 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
             image_model,
         )
 
-        jobs = []
-        for k in (KINDS if kind == "all" else [kind]):
-            if model:
-                jobs.append((k, model))
-            else:
-                jobs += [(k, DEFAULT_TEXT_MODEL)] if k == "articles" else [(k, image_model()), (k, DEFAULT_TEXT_MODEL)]
         results = []
         try:
-            embedders = {name: _embedder(get_embedder, name) for _, name in jobs}  # all checked before any work
             with _workspace(workspace) as ws, _progress(not as_json) as factory:
+                jobs = []
+                for k in (KINDS if kind == "all" else [kind]):
+                    if model:
+                        jobs.append((k, model))
+                    else:
+                        jobs += [(k, DEFAULT_TEXT_MODEL)] if k == "articles" else [(k, image_model(ws)), (k, DEFAULT_TEXT_MODEL)]
+                embedders = {name: _embedder(get_embedder, name) for _, name in jobs}  # all checked before any work
                 for k, name in jobs:
                     results.append(embed_workspace(ws, k, embedders[name], progress=factory(f"embed {k} ({name})")))
         except AdlensError as e:

@@ -7,9 +7,9 @@ Config keys (all optional):
 - ``ADLENS_MAX_IMAGE_PIXELS``  images with more pixels are rejected as decompression bombs
 - ``ADLENS_MAX_FILE_BYTES``    files larger than this are rejected before decoding
 - ``ADLENS_WORKERS``       worker threads for decoding/hashing (default: number of CPUs)
-- ``ADLENS_IMAGE_MODEL``   image embedder of ads and products (default ``efficientnet-lite0``, fp32;
-  ``efficientnet-lite0-int8`` is 1.6x faster; choose it when a workspace is created, see
-  ``adlens.embed.jobs``)
+- ``ADLENS_IMAGE_MODEL``   image embedder of ads and products, pinned in a workspace when it is
+  created (default ``efficientnet-lite0-int8``; ``efficientnet-lite0`` is the fp32 original,
+  1.6x slower; see ``adlens.workspace`` and ``adlens.embed.jobs``)
 - ``ADLENS_DEDUP_CASCADE`` run the embedding dedup stage after hashing in ``adlens run`` (default true)
 - ``ADLENS_CASCADE_THRESHOLD``  cosine at or above which two ad images are embedding duplicates (0.97)
 """
@@ -21,6 +21,9 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# the image embedder of new workspaces (adlens.embed.jobs says why int8; existing ones keep theirs)
+DEFAULT_IMAGE_MODEL = "efficientnet-lite0-int8"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ADLENS_", extra="ignore")
@@ -31,8 +34,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = 50_000_000
     max_file_bytes: int = 50 * 1024 * 1024
     workers: int = max(1, os.cpu_count() or 1)
-    # image embedder for ads, products, creative features and the dedup cascade (adlens.embed.jobs)
-    image_model: str = "efficientnet-lite0"
+    # image embedder for ads, products, creative features and the dedup cascade (adlens.embed.jobs);
+    # a workspace pins it when created (adlens.workspace)
+    image_model: str = DEFAULT_IMAGE_MODEL
     dedup_cascade: bool = True
     cascade_threshold: float = 0.97  # tuned in adlens.dedup.cascade
     cascade_verify_min: float = 0.80  # pairs at [this, cascade_threshold) get the pixel check (adlens.dedup.verify)

@@ -110,7 +110,7 @@ def stage_embed(ctx: RunContext) -> dict:
         image_model,
     )
 
-    image, text = get_embedder(image_model()), get_embedder(DEFAULT_TEXT_MODEL)
+    image, text = get_embedder(image_model(ctx.ws)), get_embedder(DEFAULT_TEXT_MODEL)
     jobs = [("ads", image), ("products", image), ("ads", text), ("articles", text)]
     return {"jobs": [embed_workspace(ctx.ws, kind, emb, progress=ctx.progress_for(f"embed {kind} ({emb.modality})")) for kind, emb in jobs]}
 
@@ -179,7 +179,7 @@ def stage_cascade(ctx: RunContext) -> dict:
             check_threshold(value)
         except InvalidInput as e:  # a bad setting must not merge (or silently skip) the ledger's groups
             return {"skipped": f"{key}: {e}"}
-    model_id = get_embedder(image_model()).model_id
+    model_id = get_embedder(image_model(ctx.ws)).model_id
     all_shas = image_shas(ctx.ws, "ads")
     keys, vectors = ctx.ws.embeddings.load(model_id, "ads")
     pos = {k: i for i, k in enumerate(keys)}
@@ -315,7 +315,7 @@ def stage_similar(ctx: RunContext, n_queries: int = 8, k: int = 5) -> dict:
     # (re)fit when there is none, or when the default model's projection predates today's catalogue;
     # a projection a user fitted for another model is left alone
     fitted_for = projection_model(ctx.ws)
-    default_id = get_embedder(image_model()).model_id
+    default_id = get_embedder(image_model(ctx.ws)).model_id
     if n_categories >= 2 and (fitted_for is None or (fitted_for == default_id and not projection_is_current(ctx.ws))):
         fit = fit_projection(ctx.ws, **projection_fit_args(ctx.ws))
     results = [similar_products(ctx.ws, ad_id, k=k) for ad_id in ad_ids]

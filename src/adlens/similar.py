@@ -73,7 +73,7 @@ def projection_model(ws: Workspace) -> str | None:
     Projections saved before this was recorded were fitted on the default image model."""
     if not projection_path(ws).exists():
         return None
-    return _projection_meta(ws).get("model_id") or get_embedder(image_model()).model_id
+    return _projection_meta(ws).get("model_id") or get_embedder(image_model(ws)).model_id
 
 
 def catalogue_fingerprint(products: list[dict]) -> str:
@@ -119,7 +119,7 @@ def _embedded(ws: Workspace, model_id: str, products: list[dict]) -> tuple[list[
 def fit_projection(ws: Workspace, embedder: Embedder | None = None, method: str = "mlp", random_state: int = 0,
                    progress=None) -> dict:
     """Fit the learned similarity on the workspace's labelled products; saved in the workspace."""
-    embedder = embedder or get_embedder(image_model())
+    embedder = embedder or get_embedder(image_model(ws))
     embed_workspace(ws, "products", embedder, progress=progress)
     labelled = [p for p in _products(ws) if p["category"]]
     products, X = _embedded(ws, embedder.model_id, labelled)
@@ -257,7 +257,7 @@ def similar_products(
     tuned = load_tuned_embedder(ws) if mode in ("auto", "tuned") and embedder is None else None
     if mode == "tuned" and tuned is None:
         raise InvalidInput("no fine-tuned embedder in this workspace; run `adlens similar-fit --finetune` first")
-    embedder = tuned or embedder or get_embedder(image_model())
+    embedder = tuned or embedder or get_embedder(image_model(ws))
     proj = None if mode == "raw" or tuned is not None else load_projection(ws, embedder.model_id)
     if mode == "learned" and proj is None:
         fitted = projection_model(ws)

@@ -7,10 +7,21 @@ Layout::
       blobs/            original image bytes, content-addressed by sha256
       artifacts/        derived data (hash index, embeddings, models, ...)
       reports/          HTML run reports
+      workspace.json    what the workspace was created with: {"image_model": ...}
+
+The image model is pinned when a workspace is created (``ADLENS_IMAGE_MODEL`` or ``adlens init
+--image-model``; default :data:`adlens.config.DEFAULT_IMAGE_MODEL`). Creative feature rows, the
+fitted joint space and the learned product projection are derived from that model's vectors and
+are not re-derived on a switch, so a workspace keeps its model for life: asking for another one
+on an existing workspace is an error, never a silent mix. Workspaces made before the pin existed
+were made with fp32 EfficientNet-Lite0 (the only default then) and are pinned to it on first open,
+unless ``ADLENS_IMAGE_MODEL`` says otherwise then.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +33,9 @@ from adlens.store.blobs import BlobStore
 from adlens.store.db import make_engine, migrate
 
 MARKER = ".adlens-workspace"
+WORKSPACE_FILE = "workspace.json"
+# what every workspace created before the pin was made with (the default until 2026-11-23)
+LEGACY_IMAGE_MODEL = "efficientnet-lite0"
 
 
 @dataclass
@@ -29,6 +43,8 @@ class Workspace:
     root: Path
     engine: sa.Engine
     settings: Settings
+    # registry name of the image embedder this workspace's vectors come from (pinned at creation)
+    image_model: str = LEGACY_IMAGE_MODEL
 
     @property
     def blobs(self) -> BlobStore:
@@ -82,10 +98,12 @@ def init_workspace(root: Path | str | None = None, settings: Settings | None = N
         raise WorkspaceError(f"workspace path {root} exists and is not a folder")
     for sub in ("", "blobs", "artifacts", "reports"):
         (root / sub).mkdir(parents=True, exist_ok=True)
+    created = not (root / MARKER).exists()
+    image_model = _pin_image_model(root, settings, created)
     (root / MARKER).write_text("adlens workspace\n")
     engine = make_engine(_db_url(root, settings))
     migrate(engine)
-    return Workspace(root=root, engine=engine, settings=settings)
+    return Workspace(root=root, engine=engine, settings=settings, image_model=image_model)
 
 
 def open_workspace(root: Path | str | None = None, settings: Settings | None = None) -> Workspace:
@@ -96,6 +114,38 @@ def open_workspace(root: Path | str | None = None, settings: Settings | None = N
         raise WorkspaceError(
             f"{root} is not an adlens workspace; create it with `adlens init --workspace {root}`"
         )
+    image_model = _pin_image_model(root, settings, created=False)
     engine = make_engine(_db_url(root, settings))
     migrate(engine)
-    return Workspace(root=root, engine=engine, settings=settings)
+    return Workspace(root=root, engine=engine, settings=settings, image_model=image_model)
+
+
+def _pin_image_model(root: Path, settings: Settings, created: bool) -> str:
+    """The workspace's image model: read from ``workspace.json``, or recorded there now (module docs)."""
+    path = root / WORKSPACE_FILE
+    asked = settings.image_model if "image_model" in settings.model_fields_set else None
+    if path.exists():
+        try:
+            pinned = json.loads(path.read_text())["image_model"]
+            if not isinstance(pinned, str) or not pinned:
+                raise ValueError("image_model is not a name")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise WorkspaceError(f"{path}: unreadable workspace settings ({e}); it must hold "
+                                 f'{{"image_model": "<embedder name>"}}') from e
+        if asked is not None and asked != pinned:
+            raise WorkspaceError(
+                f"workspace {root} was created with image model {pinned!r}, but ADLENS_IMAGE_MODEL (or the "
+                f"settings) ask for {asked!r}. Its creative features, joint space and product projection are "
+                f"built on {pinned!r} vectors and would be mixed with {asked!r} ones: unset ADLENS_IMAGE_MODEL "
+                f"for this workspace, or create a new workspace for {asked!r}.")
+        return pinned
+    model = settings.image_model if created or asked is not None else LEGACY_IMAGE_MODEL
+    from adlens.embed import available_embedders
+
+    if model not in available_embedders():
+        raise WorkspaceError(f"unknown image model {model!r} for workspace {root}; registered embedders: "
+                             f"{', '.join(sorted(available_embedders()))}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # atomic: a reader never sees half a file
+    tmp.write_text(json.dumps({"image_model": model}, indent=2) + "\n")
+    os.replace(tmp, path)
+    return model

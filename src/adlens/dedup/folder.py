@@ -169,7 +169,7 @@ def _cascade(files, ok, hash_pairs, threshold, verify_min, settings, workers, pr
 
     threshold = DEFAULT_COSINE_THRESHOLD if threshold is None else threshold
     verify_min = DEFAULT_VERIFY_MIN if verify_min is None else verify_min
-    res = get_embedder(image_model()).embed_files([files[i] for i in ok])
+    res = get_embedder(settings.image_model if settings is not None else image_model()).embed_files([files[i] for i in ok])
     labels = _group_labels(len(ok), hash_pairs)
     pairs = embedding_pairs(res.vectors, threshold)
     if len(pairs):  # rows of res.vectors are positions in res.ok, i.e. among the hashed files

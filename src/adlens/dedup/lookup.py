@@ -72,7 +72,7 @@ class _EmbeddingLookup:
         self.ws = ws
         self.threshold = check_threshold(ws.settings.cascade_threshold if threshold is None else threshold)
         self.verify_min = check_threshold(ws.settings.cascade_verify_min if verify_min is None else verify_min)
-        self.embedder = embedder or get_embedder(image_model())
+        self.embedder = embedder or get_embedder(image_model(ws))
         keys, self.vectors = ws.embeddings.load(self.embedder.model_id, "ads")
         if not len(keys):
             raise InvalidInput(f"no stored ad embeddings of {self.embedder.model_id} in the workspace; "

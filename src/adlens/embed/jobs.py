@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import sqlalchemy as sa
 
+from adlens.config import DEFAULT_IMAGE_MODEL
 from adlens.embed.base import Embedder, get_embedder
 from adlens.errors import InvalidInput
 from adlens.ingest.validate import load_image
@@ -20,9 +21,9 @@ from adlens.store import schema
 from adlens.workspace import Workspace
 
 KINDS = ("ads", "articles", "products")
-# The image model is a setting (ADLENS_IMAGE_MODEL, adlens.config, read from the environment).
-# The default stays fp32 EfficientNet-Lite0; the int8 graph is the throughput choice, measured
-# (2-core AVX2 EPYC, 2026-11-22):
+# The image model is a setting (ADLENS_IMAGE_MODEL, adlens.config) that a workspace pins when it
+# is created (adlens.workspace). New workspaces get the int8 graph; the fp32 original stays one
+# setting away. Measured (2-core AVX2 EPYC, 2026-11-22):
 # - recipe v2 (adlens.embed.quantize: 7-bit weights, the first two convs in float) keeps the
 #   vectors at cosine 0.985 mean / 0.945 min to fp32 on 2,605 clothing photos (v1: 0.927 / 0.715);
 # - retrieval on the clothing halves is the same: raw AUC 0.788 vs 0.789, P@10 0.560 vs 0.555;
@@ -30,18 +31,20 @@ KINDS = ("ads", "articles", "products")
 # - the dedup cascade catches the same edits within +-0.04 (eval_cascade_edits.py --model);
 # - it is 1.6x faster per CPU-second (142 vs 87-96 img/s end to end in one run; 166-191 in fast
 #   spells), the only way to 150 img/s on two cores: fp32 needs ~18-22 ms of CPU an image.
-# Why it is not the default: a workspace's derived data is tied to the vectors it was built with.
-# Embeddings are stored per model id (a switch recomputes them), but creative feature rows, the
-# fitted joint space and the learned product projection are not re-derived on a switch, so an
-# existing workspace would mix fp32 and int8 vectors. Pick the model when a workspace is created.
+# Why a pin and not just a default: a workspace's derived data is tied to the vectors it was built
+# with. Embeddings are stored per model id (a switch recomputes them), but creative feature rows,
+# the fitted joint space and the learned product projection are not re-derived on a switch, so a
+# changed default would have mixed fp32 and int8 vectors in every existing workspace.
 # "efficientnet-lite0-tuned" (a catalogue-specific fine-tuned backbone) is used by `similar` when
-# the workspace has one (`adlens similar-fit --finetune`), never as a global default.
-DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
+# the workspace has one (`adlens similar-fit --finetune`), never as a workspace's model.
 DEFAULT_TEXT_MODEL = "minilm"
 
 
-def image_model() -> str:
-    """Registry name of the workspace-wide image embedder: ``ADLENS_IMAGE_MODEL`` or the default."""
+def image_model(ws: Workspace | None = None) -> str:
+    """Registry name of the image embedder: the one ``ws`` was created with; without a workspace
+    (``dedup find`` on a folder, ``evaluate similar``), ``ADLENS_IMAGE_MODEL`` or the default."""
+    if ws is not None:
+        return ws.image_model
     from adlens.config import get_settings
 
     return get_settings().image_model or DEFAULT_IMAGE_MODEL
@@ -96,7 +99,7 @@ def embed_workspace(
     if kind not in KINDS:
         raise InvalidInput(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     if embedder is None:
-        embedder = get_embedder(DEFAULT_TEXT_MODEL if kind == "articles" else image_model())
+        embedder = get_embedder(DEFAULT_TEXT_MODEL if kind == "articles" else image_model(ws))
     store = ws.embeddings
     # "image", "text" or both ("image+text", e.g. open_clip): ads and products are embedded by their
     # images when the model reads images, articles by their text

@@ -68,6 +68,7 @@ from concurrent.futures import (
 )
 from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -271,19 +272,20 @@ def article_records(ws, article_ids: Iterable[str] | None = None) -> list[Articl
 # ---------------------------------------------------------------------------
 
 
-def default_creative_features(threads: int = 1):
+def default_creative_features(threads: int = 1, image_model: str | None = None):
     """The default creative extractor: RapidOCR (or Tesseract), EfficientNet-Lite0 + MiniLM
     embedders, spaCy NER, the default-taxonomy topic classifier; ``threads`` ONNX Runtime threads
-    per model. Picklable by reference (used as the per-process factory)."""
+    per model; ``image_model`` the workspace's image embedder (``image_model(ws)``; None: the
+    setting). Picklable by reference (used, through ``functools.partial``, as the per-process factory)."""
     from adlens.embed import get_embedder
-    from adlens.embed.jobs import image_model
+    from adlens.embed.jobs import image_model as setting
     from adlens.features.context import DEFAULT_TAXONOMY, TopicClassifier
     from adlens.features.creative import CreativeFeatures, get_ocr_backend
 
     text = get_embedder("minilm", num_threads=threads)
     return CreativeFeatures(
         ocr=get_ocr_backend("auto", num_threads=threads) if _rapidocr() else get_ocr_backend("auto"),
-        image_embedder=get_embedder(image_model(), num_threads=threads),
+        image_embedder=get_embedder(image_model or setting(), num_threads=threads),
         text_embedder=text,
         topic_classifier=TopicClassifier(DEFAULT_TAXONOMY, embedder=text),
     )
@@ -555,9 +557,10 @@ def _ads_job(ws, store, workers, progress, limit, batch_size, executor, extracto
     max_px = ws.settings.max_image_pixels
     tasks = [(k, rec_by_key[k].image_sha256, str(ws.blobs.path_for(rec_by_key[k].image_sha256)),
               rec_by_key[k].text, rec_by_key[k].advertiser, max_px) for k in run]
-    factory = extractor or (lambda: default_creative_features(threads=1))
-    if extractor is None and executor == "process":
-        factory = default_creative_features
+    from adlens.embed.jobs import image_model
+
+    # a partial of a module-level function: processes can unpickle it
+    factory = extractor or partial(default_creative_features, threads=1, image_model=image_model(ws))
     sink = _VectorSink(ws)
     workers = workers or auto_workers(len(tasks))
 

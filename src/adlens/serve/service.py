@@ -328,9 +328,10 @@ class Service:
     def _creative_extractor(self):
         with self._lock:
             if self._creative_fx is None:
+                from adlens.embed.jobs import image_model
                 from adlens.features.jobs import default_creative_features
 
-                self._creative_fx = default_creative_features()
+                self._creative_fx = default_creative_features(image_model=image_model(self.ws))
             elif callable(self._creative_fx) and not hasattr(self._creative_fx, "extract"):
                 self._creative_fx = self._creative_fx()
             return self._creative_fx
