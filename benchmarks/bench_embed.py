@@ -1,10 +1,11 @@
 """Embedding throughput: images (JPEG file -> unit vector) and texts, ONNX Runtime vs torch.
 
-Images: EfficientNet-Lite0 end to end through ``embed_files`` (decode in a thread pool,
-pipelined with inference) with the ONNX Runtime session and, in the same run, with the same
-network in torch eager mode; plus ONNX Runtime on pre-decoded pixels (inference alone); the
-same for the int8 model (``efficientnet-lite0-int8``, :mod:`adlens.embed.quantize`, the default since session 11) and its
-cosine to fp32; and, because other processes share this CPU, fp32 vs int8 inference on ONE
+Images: EfficientNet-Lite0 end to end through ``embed_files`` (data-parallel: each of the
+threads decodes a batch and runs it on a one-thread session) with ONNX Runtime and, in the same
+run, with the same network in torch eager mode; plus ONNX Runtime on pre-decoded pixels
+(inference alone); the same for the int8 model (``efficientnet-lite0-int8``,
+:mod:`adlens.embed.quantize`, the default of new workspaces) and its cosine to fp32; both models
+again interleaved against the earlier pipeline (decode threads feeding one two-thread session); and, because other processes share this CPU, fp32 vs int8 inference on ONE
 thread measured in images per CPU-second of this process (``time.process_time``), which
 waiting for the CPU does not inflate; interleaved repeats.
 Files: the first N clothing JPEGs (``/work/shared/data/clothing``, max side 256 px) when
@@ -110,12 +111,12 @@ def main(argv=None) -> int:
         print("|------------------------------------------------------|---------:|------------------|------|")
         ort_emb = EfficientNetLite0(args.model_dir, batch_size=32)
         ort_emb.session
-        row("ORT fp32 end to end (decode pipelined, batch 32)", len(files), timed(lambda: ort_emb.embed_files(files), repeats), "img/s")
+        row("ORT fp32 end to end (batch 32)", len(files), timed(lambda: ort_emb.embed_files(files), repeats), "img/s")
         px = np.stack([ort_emb._pixels(f) for f in files[: min(len(files), 256)]])
         row("ORT fp32 inference only (pre-decoded pixels)", len(px), timed(lambda: ort_emb.embed_pixels(px), repeats), "img/s")
         q_emb = EfficientNetLite0Int8(args.model_dir, batch_size=32)
         q_emb.session
-        row("ORT int8 end to end, the default model (decode pipelined)", len(files), timed(lambda: q_emb.embed_files(files), repeats), "img/s")
+        row("ORT int8 end to end, the default model", len(files), timed(lambda: q_emb.embed_files(files), repeats), "img/s")
         row("ORT int8 inference only (pre-decoded pixels)", len(px), timed(lambda: q_emb.embed_pixels(px), repeats), "img/s")
         t = time.perf_counter()
         for f in files[:256]:
@@ -135,9 +136,15 @@ def main(argv=None) -> int:
         for k, v in cpu.items():
             print(f"| {f'{k} inference, 1 thread, per CPU-second':52s} | {statistics.median(v):8.1f} | "
                   f"{min(v):7.1f}-{max(v):<7.1f} | img/CPU-s |")
-        # end to end, fp32 / int8 x ONNX Runtime thread spinning off (adlens default) / on, interleaved
-        e2e = {f"{name} e2e, spinning {'on' if spin else 'off'}": cls(args.model_dir, allow_spinning=spin)
-               for name, cls in (("fp32", EfficientNetLite0), ("int8", EfficientNetLite0Int8)) for spin in (False, True)}
+        # end to end, fp32 / int8 x the data-parallel file pipeline (adlens's, with 2+ threads) / the
+        # pipelined one it replaced (decode threads feeding one multi-threaded session), interleaved
+        e2e = {}
+        for name, cls in (("fp32", EfficientNetLite0), ("int8", EfficientNetLite0Int8)):
+            for how in ("data-parallel", "pipelined"):
+                e = cls(args.model_dir, batch_size=32)
+                if how == "pipelined":
+                    e._data_parallel_workers = lambda: 0  # the baseline: same model, the other pipeline
+                e2e[f"{name} e2e, {how}"] = e
         wall, cpu_ms = {k: [] for k in e2e}, {k: [] for k in e2e}
         for e in e2e.values():
             e.embed_files(files[:32])

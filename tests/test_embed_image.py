@@ -99,7 +99,17 @@ def test_resized_and_recompressed_copy_is_close(emb, name):
     assert cos[3] < 0.8, cos
 
 
-def test_embed_files_reports_bad_files_and_continues(emb, tmp_path):
+@pytest.fixture(scope="session", params=[1, 2], ids=["pipelined", "data-parallel"])
+def file_emb(request, model_dir) -> EfficientNetLite0:
+    """Both embed_files pipelines: one ORT thread (decode threads feed it) and two (each worker
+    decodes and runs its own batches on a one-thread session)."""
+    e = EfficientNetLite0(model_dir, batch_size=8, num_threads=request.param)
+    assert (e._data_parallel_workers() > 1) == (request.param > 1)
+    return e
+
+
+def test_embed_files_reports_bad_files_and_continues(file_emb, tmp_path):
+    emb = file_emb
     good = [tmp_path / f"good{i}.jpg" for i in range(3)]
     for i, p in enumerate(good):
         p.write_bytes(_jpeg(_photo(10 + i)))
@@ -132,15 +142,21 @@ def test_embed_files_reports_bad_files_and_continues(emb, tmp_path):
     np.testing.assert_allclose(res.vectors[[0, 2]], ref, atol=1e-5)
 
 
-def test_embed_files_many_batches_keep_order(emb, tmp_path):
+def test_embed_files_many_batches_keep_order(file_emb, emb, tmp_path):
     paths = []
-    for i in range(19):  # > 2 batches of 8, partial last batch
+    for i in range(45):  # > 4 batches of 8 (more than the data-parallel window), partial last batch
         p = tmp_path / f"{i}.jpg"
         p.write_bytes(_jpeg(_photo(100 + i, (96, 80))))
         paths.append(p)
-    res = emb.embed_files(paths)
-    assert res.ok.tolist() == list(range(19)) and not res.errors
-    np.testing.assert_allclose(res.vectors, emb.embed_images([str(p) for p in paths]), atol=1e-5)
+    for i in (3, 17, 18, 44):  # bad files inside batches and at the very end
+        paths[i].write_bytes(b"")
+    seen = []
+    res = file_emb.embed_files(paths, progress=seen.append)
+    good = [i for i in range(45) if i not in (3, 17, 18, 44)]
+    assert res.ok.tolist() == good and [p for p, _ in res.errors] == [str(paths[i]) for i in (3, 17, 18, 44)]
+    assert seen == sorted(seen) and seen[-1] == 45  # every file accounted for once
+    # the same vectors as a batch embedded by the other pipeline's model, row for row
+    np.testing.assert_allclose(res.vectors, emb.embed_images([str(paths[i]) for i in good]), atol=1e-5)
 
 
 def test_embed_images_raises_on_bad_input(emb, tmp_path):
