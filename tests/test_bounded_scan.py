@@ -120,9 +120,10 @@ def test_large_sums_do_not_overflow():
 
 @pytest.mark.parametrize("m", [16, 48, 256, 1024, 1040])
 def test_scan_kernels_sum_exactly_in_every_path(m):
-    # The AVX2 kernels take four rows at a time when m is a multiple of 16 up to 1024 (one int32
-    # partial a row); 1040 takes the one-row path. Row counts that are not multiples of four leave
-    # a remainder. Codes at +-127 against query codes at +-16383 drive the sums to the int32 edge.
+    # The AVX2 full scan takes four rows at a time when m is a multiple of 16 up to 1024 (one int32
+    # partial a row); 1040 and the survivors' scan take one row at a time. Row counts that are not
+    # multiples of four leave a remainder. Codes at +-127 against query codes at +-16383 drive the
+    # sums to the int32 edge.
     lib = bs_mod._kernels()
     rng = np.random.default_rng(m)
     n = 11

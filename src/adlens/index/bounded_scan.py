@@ -95,7 +95,8 @@ static int64_t dot_avx2(const int8_t *c, const int16_t *q, int64_t m) {
 }
 /* four rows at once, each of at most BLOCK codes (one int32 partial per row): the query is
    loaded once per 16 coordinates for all four, and the four horizontal sums share one reduction.
-   33 % faster than one row at a time over 100k x 256 codes (2.05 vs 3.0-3.3 ms). */
+   Full scan over 100k x 256 codes: 2.5-2.7 vs 3.3-3.4 ms. Not used for the survivors' rows: with
+   scattered rows it was slower (15.4 vs 19.2 ms a query when nothing is pruned). */
 __attribute__((target("avx2")))
 static void dot4_avx2(const int8_t *c0, const int8_t *c1, const int8_t *c2, const int8_t *c3,
                       int64_t m, const int16_t *q, int32_t *v) {
@@ -144,18 +145,6 @@ void adlens_scan_rows(const int8_t *codes, int64_t m, const int16_t *q, float t,
                       int64_t r, float *out) {
     int avx2 = use_avx2(); (void)avx2;
     int64_t k = 0;
-#if defined(__GNUC__) && defined(__x86_64__)
-    if (avx2 && DOT4_OK(m))
-        for (int32_t v[4]; k + 4 <= r; k += 4) {
-            for (int64_t u = k + 4; u < k + 8 && u < r; u++) {  /* the next four rows, while these are summed */
-                const int8_t *nx = codes + rows[u] * m;
-                for (int64_t b = 0; b < m; b += 64) __builtin_prefetch(nx + b);
-            }
-            dot4_avx2(codes + rows[k] * m, codes + rows[k + 1] * m, codes + rows[k + 2] * m,
-                      codes + rows[k + 3] * m, m, q, v);
-            for (int u = 0; u < 4; u++) out[k + u] += t * (float)v[u];
-        }
-#endif
     for (; k < r; k++) {
         if (k + 2 < r) {  /* rows are scattered: fetch the one after next while this one is summed */
             const int8_t *nx = codes + rows[k + 2] * m;
