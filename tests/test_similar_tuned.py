@@ -48,3 +48,24 @@ def test_tuned_mode_is_used_once_fitted(ws, tmp_path):
     assert similar_products(ws, str(query), k=2, mode="raw")["mode"] == "raw"
     with pytest.raises(InvalidInput, match="mode"):
         similar_products(ws, str(query), mode="nope")
+
+
+def test_unreadable_product_images_are_skipped_with_reasons(ws, tmp_path):
+    _catalogue(tmp_path / "products", n=8)
+    ingest_products(ws, tmp_path / "products")
+    from adlens.similar import _products
+
+    products = {p["product_id"]: p for p in _products(ws)}
+    bad_id, bad = next((pid, p) for pid, p in sorted(products.items()) if p["category"] == "discs")
+    blob = ws.blobs.path_for(bad["sha256"])
+    blob.write_bytes(blob.read_bytes()[:40])  # damaged on disk after ingestion
+    info = fit_tuned(ws, epochs=1)
+    assert info["products"] == 7 and info["categories"] == 2
+    assert [s["product_id"] for s in info["skipped"]] == [bad_id]
+    assert str(blob) in info["skipped"][0]["reason"]
+    # with every disc unreadable one category is left: a clear error that says why
+    for p in products.values():
+        if p["category"] == "discs":
+            ws.blobs.path_for(p["sha256"]).write_bytes(b"")
+    with pytest.raises(InvalidInput, match=r"at least 2 categories \(the `category` column\); 4 product image\(s\) could not be read, e.g. .*empty file"):
+        fit_tuned(ws, epochs=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 
 def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
@@ -103,9 +104,12 @@ def register(app: typer.Typer, evaluate_app: typer.Typer) -> None:
                           else fit_projection(ws, method=method, random_state=seed, progress=factory("embed products")))
         except (AdlensError, ValueError) as e:  # ValueError: the library's argument checks (method, sizes)
             _fail(e)
-        _print_json(result) if as_json else out.print(
-            f"learned similarity fitted on {result['products']} products, {result['categories']} categories -> {result['path']}"
-        )
+        if as_json:
+            _print_json(result)
+            return
+        out.print(f"learned similarity fitted on {result['products']} products, {result['categories']} categories -> {result['path']}")
+        for s in result.get("skipped", []):
+            out.print(f"  [red]skipped[/red] product {escape(str(s['product_id']))}: {escape(s['reason'])}", soft_wrap=True, highlight=False)
 
     @evaluate_app.command("similar")
     def evaluate_similar_cmd(

@@ -156,18 +156,24 @@ def load_tuned_embedder(ws: Workspace) -> Embedder | None:
 
 
 def fit_tuned(ws: Workspace, epochs: int = TUNE_EPOCHS, random_state: int = 0, progress=None) -> dict:
-    """Fine-tune the backbone on the workspace's labelled products (resumable); saved in the workspace."""
-    from adlens.embed.finetune import finetune_backbone, load_training_pixels
+    """Fine-tune the backbone on the workspace's labelled products (resumable); saved in the workspace.
+
+    A product whose stored image cannot be decoded is left out and listed in ``skipped`` with the
+    reason; the others are trained on."""
+    from adlens.embed.finetune import decode_training_pixels, finetune_backbone
 
     products = [p for p in _products(ws) if p["category"]]
+    pixels, ok, errors = decode_training_pixels([ws.blobs.path_for(p["sha256"]) for p in products])
+    skipped = [{"product_id": products[i]["product_id"], "reason": reason} for i, reason in errors]
+    products = [products[i] for i in ok]
     labels = np.array([p["category"] for p in products])
     if len(set(labels.tolist())) < 2:
-        raise InvalidInput("fine-tuning needs products of at least 2 categories (the `category` column)")
-    pixels = load_training_pixels([ws.blobs.path_for(p["sha256"]) for p in products])
+        raise InvalidInput("fine-tuning needs products of at least 2 categories (the `category` column)"
+                           + (f"; {len(skipped)} product image(s) could not be read, e.g. {skipped[0]['reason']}" if skipped else ""))
     path = finetune_backbone(pixels, labels, tuned_path(ws), epochs=epochs, random_state=random_state, progress=progress)
     emb = load_tuned_embedder(ws)
     return {"products": len(products), "categories": int(len(set(labels.tolist()))), "method": "finetune",
-            "epochs": epochs, "model_id": emb.model_id, "path": str(path)}
+            "epochs": epochs, "model_id": emb.model_id, "path": str(path), "skipped": skipped}
 
 
 def _index_dir(ws: Workspace, model_id: str, proj: CatalogProjection | None, products: list[dict]) -> Path:

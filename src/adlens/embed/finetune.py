@@ -122,8 +122,9 @@ from adlens.embed.image import (
     load_rgb,
     preprocess,
 )
+from adlens.errors import InvalidInput
 
-__all__ = ["TunedEfficientNet", "finetune_backbone", "load_training_pixels", "OUTPUTS"]
+__all__ = ["TunedEfficientNet", "finetune_backbone", "decode_training_pixels", "load_training_pixels", "OUTPUTS"]
 
 OUTPUTS = ("embedding", "posterior", "hybrid")
 SOURCE_SIZE = 256
@@ -135,17 +136,37 @@ TUNED_TTA_FLIP = True
 _FORMAT = "adlens.TunedEfficientNet/v1"
 
 
+def decode_training_pixels(paths: Sequence[str | os.PathLike], size: int = SOURCE_SIZE,
+                           workers: int = 2) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
+    """Decode ``paths`` into ``(M, size, size, 3)`` uint8 padded squares (white padding), skipping
+    the files that cannot be used: returns the pixels, the positions decoded and ``(position,
+    reason)`` for each file skipped."""
+    def one(p):
+        try:
+            return preprocess(load_rgb(p, draft_size=size), "pad", size), None
+        except InvalidInput as e:
+            return None, str(e)
+        except Exception as e:  # one unreadable file must not stop the others
+            return None, f"{p}: {type(e).__name__}: {e}"
+
+    with ThreadPoolExecutor(max(1, workers)) as ex:
+        res = list(ex.map(one, [str(p) for p in paths]))
+    ok = [i for i, (a, _) in enumerate(res) if a is not None]
+    errors = [(i, err) for i, (a, err) in enumerate(res) if a is None]
+    pixels = np.stack([res[i][0] for i in ok]) if ok else np.zeros((0, size, size, 3), np.uint8)
+    return pixels, ok, errors
+
+
 def load_training_pixels(paths: Sequence[str | os.PathLike], size: int = SOURCE_SIZE, workers: int = 2) -> np.ndarray:
     """Decode ``paths`` into ``(N, size, size, 3)`` uint8 padded squares (white padding).
 
-    Raises :class:`~adlens.errors.InvalidInput` on the first unusable file (callers filter first).
+    Raises :class:`~adlens.errors.InvalidInput` naming the first unusable file (callers filter
+    first; :func:`decode_training_pixels` skips them instead).
     """
-    def one(p):
-        return preprocess(load_rgb(p, draft_size=size), "pad", size)
-
-    with ThreadPoolExecutor(max(1, workers)) as ex:
-        arrs = list(ex.map(one, [str(p) for p in paths]))
-    return np.stack(arrs) if arrs else np.zeros((0, size, size, 3), np.uint8)
+    pixels, _, errors = decode_training_pixels(paths, size, workers)
+    if errors:
+        raise InvalidInput(errors[0][1])
+    return pixels
 
 
 def _augment(img: np.ndarray, size: int, rng: np.random.Generator, min_scale: float, rotate: float = 0.0,
