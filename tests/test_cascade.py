@@ -82,7 +82,7 @@ def test_ledger_cascade_stage_links_once_with_stored_vectors(tmp_path):
         # AD1 . AD2 = 0.882: only AD0-AD1 reaches the default 0.97
         keys = image_shas(ws, "ads")
         by_sha = {sha_of[k]: v for k, v in vec.items()}
-        ws.embeddings.put(get_embedder(image_model()).model_id, "ads", keys, np.stack([by_sha[k] for k in keys]))
+        ws.embeddings.put(get_embedder(image_model(ws)).model_id, "ads", keys, np.stack([by_sha[k] for k in keys]))
         out = stage_cascade(RunContext(ws))
         assert out["images"] == 3 and out["new_links"] == 1
         assert {out["links"][0]["ad_a"], out["links"][0]["ad_b"]} == {"AD0", "AD1"}

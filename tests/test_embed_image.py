@@ -264,3 +264,20 @@ def test_load_rgb_applies_exif_orientation(tmp_path):
     p = tmp_path / "rot.jpg"
     im.save(p, "JPEG", exif=exif.tobytes())
     assert load_rgb(p).size == (80, 120)
+
+
+def test_few_files_take_the_pipelined_path_with_every_thread(model_dir, tmp_path, monkeypatch):
+    # data-parallel only pays when each worker gets a batch; one image must keep both threads
+    e = EfficientNetLite0(model_dir, batch_size=8, num_threads=2)
+    used = []
+    for name in ("_files_data_parallel", "_files_pipelined"):
+        real = getattr(e, name)
+        monkeypatch.setattr(e, name, lambda *a, _r=real, _n=name: used.append(_n) or _r(*a))
+    paths = []
+    for i in range(17):
+        p = tmp_path / f"{i}.jpg"
+        p.write_bytes(_jpeg(_photo(300 + i, (64, 64))))
+        paths.append(p)
+    assert len(e.embed_files(paths[:1]).ok) == 1 and len(e.embed_files(paths[:16]).ok) == 16  # 1 and 2 batches
+    assert len(e.embed_files(paths).ok) == 17  # 3 batches for 2 workers
+    assert used == ["_files_pipelined", "_files_data_parallel", "_files_data_parallel"]

@@ -275,7 +275,7 @@ def test_ledger_cascade_links_a_crop_in_the_grey_zone(tmp_path, banners):
             vec = {"AD0": [1.0, 0, 0], "AD1": [0.9, np.sqrt(0.19), 0], "AD2": [0.9, 0, np.sqrt(0.19)]}
             by_sha = {sha_of[k]: np.array(v) for k, v in vec.items()}
             keys = image_shas(ws, "ads")
-            ws.embeddings.put(get_embedder(image_model()).model_id, "ads", keys, np.stack([by_sha[k] for k in keys]))
+            ws.embeddings.put(get_embedder(image_model(ws)).model_id, "ads", keys, np.stack([by_sha[k] for k in keys]))
             out = stage_cascade(RunContext(ws))
             groups = [sorted(m["ad_id"] for m in g["members"]) for g in duplicate_groups(ws.engine)]
             again = stage_cascade(RunContext(ws))
@@ -318,7 +318,7 @@ def _two_ads_at_cosine_090(tmp_path, first: np.ndarray, second: np.ndarray):
                                    .join(schema.images, schema.images.c.id == schema.creatives.c.image_id)).all())
     by_sha = {sha_of["AD0"]: np.array([1.0, 0]), sha_of["AD1"]: np.array([0.9, np.sqrt(0.19)])}
     keys = image_shas(ws, "ads")
-    ws.embeddings.put(get_embedder(image_model()).model_id, "ads", keys, np.stack([by_sha[k] for k in keys]))
+    ws.embeddings.put(get_embedder(image_model(ws)).model_id, "ads", keys, np.stack([by_sha[k] for k in keys]))
     return ws, sha_of
 
 

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
@@ -90,11 +91,29 @@ def test_the_setting_at_creation_is_pinned_and_a_different_one_later_is_refused(
         assert ws.image_model == "efficientnet-lite0"
 
 
-@pytest.mark.parametrize("env, expected", [(None, LEGACY_IMAGE_MODEL), ("efficientnet-lite0-int8", "efficientnet-lite0-int8")])
-def test_workspace_made_before_the_pin_gets_what_it_was_built_with(tmp_path, monkeypatch, env, expected):
+def _old_workspace(root, stored: str | None):
+    """A workspace as made before 2026-11-23 (no workspace.json), holding ad vectors of ``stored``."""
+    from adlens.embed import get_embedder
+
+    init_workspace(root, Settings(workspace=root, image_model=stored or LEGACY_IMAGE_MODEL)).close()
+    (root / WORKSPACE_FILE).unlink()
+    if stored:
+        from adlens.store.embeddings import EmbeddingStore
+
+        v = np.eye(2, 1280, dtype=np.float32)
+        EmbeddingStore(root / "artifacts" / "embeddings").put(get_embedder(stored).model_id, "ads", ["a", "b"], v)
+
+
+@pytest.mark.parametrize("stored, env, expected", [
+    (None, None, LEGACY_IMAGE_MODEL),  # nothing stored: the default of the time
+    (None, "efficientnet-lite0-int8", "efficientnet-lite0-int8"),  # nothing stored: nothing to mix
+    ("efficientnet-lite0", None, "efficientnet-lite0"),
+    ("efficientnet-lite0-int8", None, "efficientnet-lite0-int8"),  # built with the opt-in int8 model
+    ("efficientnet-lite0-int8", "efficientnet-lite0-int8", "efficientnet-lite0-int8"),
+])
+def test_workspace_made_before_the_pin_gets_what_it_was_built_with(tmp_path, monkeypatch, stored, env, expected):
     root = tmp_path / "old"
-    init_workspace(root, Settings(workspace=root)).close()
-    (root / WORKSPACE_FILE).unlink()  # as every workspace made before 2026-11-23
+    _old_workspace(root, stored)
     if env is None:
         monkeypatch.delenv("ADLENS_IMAGE_MODEL", raising=False)
     else:
@@ -104,12 +123,52 @@ def test_workspace_made_before_the_pin_gets_what_it_was_built_with(tmp_path, mon
     assert _ws_file(root) == {"image_model": expected}
 
 
+@pytest.mark.parametrize("stored, env", [("efficientnet-lite0", "efficientnet-lite0-int8"),
+                                         ("efficientnet-lite0-int8", "efficientnet-lite0")])
+def test_old_workspace_is_not_pinned_to_a_model_its_vectors_do_not_come_from(tmp_path, monkeypatch, stored, env):
+    root = tmp_path / "old"
+    _old_workspace(root, stored)
+    monkeypatch.setenv("ADLENS_IMAGE_MODEL", env)
+    with pytest.raises(WorkspaceError, match=f"holds ad or product vectors of image model '{stored}'.*'{env}'"):
+        open_workspace(root, Settings(workspace=root))
+    assert not (root / WORKSPACE_FILE).exists()  # nothing decided yet
+    monkeypatch.delenv("ADLENS_IMAGE_MODEL")
+    with open_workspace(root, Settings(workspace=root)) as ws:
+        assert ws.image_model == stored
+
+
+@pytest.mark.parametrize("name, match", [
+    ("minilm", "embeds text, not images"),
+    ("efficientnet-lite0-tuned", "cannot be built without arguments"),
+])
+def test_models_that_cannot_embed_images_are_not_pinned(tmp_path, name, match):
+    root = tmp_path / "ws"
+    with pytest.raises(WorkspaceError, match=match):
+        init_workspace(root, Settings(workspace=root, image_model=name))
+    assert not root.exists()  # refused before anything was written
+
+
+def test_a_pin_that_cannot_be_written_is_a_workspace_error(tmp_path, monkeypatch):
+    import adlens.workspace as wsmod
+
+    root = tmp_path / "ro"
+    _old_workspace(root, None)
+
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied", str(dst))
+
+    monkeypatch.setattr(wsmod.os, "replace", refuse)
+    with pytest.raises(WorkspaceError, match="cannot record the image model.*must be writable"):
+        open_workspace(root, Settings(workspace=root))
+    assert [p.name for p in root.iterdir() if p.name.endswith(".tmp")] == []
+
+
 def test_unknown_model_and_unreadable_pin_are_clear_errors(tmp_path, monkeypatch):
     monkeypatch.delenv("ADLENS_IMAGE_MODEL", raising=False)
     root = tmp_path / "ws"
     with pytest.raises(WorkspaceError, match=r"unknown image model 'effnet-typo'.*efficientnet-lite0-int8"):
         init_workspace(root, Settings(workspace=root, image_model="effnet-typo"))
-    assert not (root / WORKSPACE_FILE).exists() and not (root / ".adlens-workspace").exists()
+    assert not root.exists()
     init_workspace(root, Settings(workspace=root)).close()
     for text in ("{not json", "[]", '{"image_model": 3}', "{}"):
         (root / WORKSPACE_FILE).write_text(text)

@@ -70,7 +70,7 @@ def _projection_meta(ws: Workspace) -> dict:
 
 def projection_model(ws: Workspace) -> str | None:
     """Model id of the embeddings the workspace's projection was fitted on (None without one).
-    Projections saved before this was recorded were fitted on the default image model."""
+    Projections saved before this was recorded were fitted on the workspace's image model."""
     if not projection_path(ws).exists():
         return None
     return _projection_meta(ws).get("model_id") or get_embedder(image_model(ws)).model_id
@@ -163,6 +163,8 @@ def fit_tuned(ws: Workspace, epochs: int = TUNE_EPOCHS, random_state: int = 0, p
     from adlens.embed.finetune import decode_training_pixels, finetune_backbone
 
     products = [p for p in _products(ws) if p["category"]]
+    if len({p["category"] for p in products}) < 2:  # before decoding anything
+        raise InvalidInput("fine-tuning needs products of at least 2 categories (the `category` column)")
     pixels, ok, errors = decode_training_pixels([ws.blobs.path_for(p["sha256"]) for p in products])
     skipped = [{"product_id": products[i]["product_id"], "reason": reason} for i, reason in errors]
     products = [products[i] for i in ok]

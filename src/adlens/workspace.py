@@ -14,14 +14,16 @@ The image model is pinned when a workspace is created (``ADLENS_IMAGE_MODEL`` or
 fitted joint space and the learned product projection are derived from that model's vectors and
 are not re-derived on a switch, so a workspace keeps its model for life: asking for another one
 on an existing workspace is an error, never a silent mix. Workspaces made before the pin existed
-were made with fp32 EfficientNet-Lite0 (the only default then) and are pinned to it on first open,
-unless ``ADLENS_IMAGE_MODEL`` says otherwise then.
+are pinned on first open to the model their stored ad and product vectors come from (fp32
+EfficientNet-Lite0, the default then, unless ``ADLENS_IMAGE_MODEL`` chose int8); with no stored
+vectors, to ``ADLENS_IMAGE_MODEL`` if set, else fp32.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,10 +98,11 @@ def init_workspace(root: Path | str | None = None, settings: Settings | None = N
     root = Path(root or settings.workspace)
     if root.exists() and not root.is_dir():
         raise WorkspaceError(f"workspace path {root} exists and is not a folder")
+    created = not (root / MARKER).exists()
+    image_model = _image_model(root, settings, created)  # checked before anything is written
     for sub in ("", "blobs", "artifacts", "reports"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    created = not (root / MARKER).exists()
-    image_model = _pin_image_model(root, settings, created)
+    _write_pin(root, image_model)
     (root / MARKER).write_text("adlens workspace\n")
     engine = make_engine(_db_url(root, settings))
     migrate(engine)
@@ -114,14 +117,15 @@ def open_workspace(root: Path | str | None = None, settings: Settings | None = N
         raise WorkspaceError(
             f"{root} is not an adlens workspace; create it with `adlens init --workspace {root}`"
         )
-    image_model = _pin_image_model(root, settings, created=False)
+    image_model = _image_model(root, settings, created=False)
+    _write_pin(root, image_model)
     engine = make_engine(_db_url(root, settings))
     migrate(engine)
     return Workspace(root=root, engine=engine, settings=settings, image_model=image_model)
 
 
-def _pin_image_model(root: Path, settings: Settings, created: bool) -> str:
-    """The workspace's image model: read from ``workspace.json``, or recorded there now (module docs)."""
+def _image_model(root: Path, settings: Settings, created: bool) -> str:
+    """The workspace's image model: the pinned one, or the one to pin now (module docs)."""
     path = root / WORKSPACE_FILE
     asked = settings.image_model if "image_model" in settings.model_fields_set else None
     if path.exists():
@@ -132,20 +136,71 @@ def _pin_image_model(root: Path, settings: Settings, created: bool) -> str:
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise WorkspaceError(f"{path}: unreadable workspace settings ({e}); it must hold "
                                  f'{{"image_model": "<embedder name>"}}') from e
-        if asked is not None and asked != pinned:
-            raise WorkspaceError(
-                f"workspace {root} was created with image model {pinned!r}, but ADLENS_IMAGE_MODEL (or the "
-                f"settings) ask for {asked!r}. Its creative features, joint space and product projection are "
-                f"built on {pinned!r} vectors and would be mixed with {asked!r} ones: unset ADLENS_IMAGE_MODEL "
-                f"for this workspace, or create a new workspace for {asked!r}.")
+        _check_same(root, pinned, asked, "was created with")
         return pinned
-    model = settings.image_model if created or asked is not None else LEGACY_IMAGE_MODEL
-    from adlens.embed import available_embedders
-
-    if model not in available_embedders():
-        raise WorkspaceError(f"unknown image model {model!r} for workspace {root}; registered embedders: "
-                             f"{', '.join(sorted(available_embedders()))}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # atomic: a reader never sees half a file
-    tmp.write_text(json.dumps({"image_model": model}, indent=2) + "\n")
-    os.replace(tmp, path)
+    if created:
+        model = settings.image_model
+    else:  # made before the pin: what its stored vectors come from decides
+        built = _models_with_vectors(root, {LEGACY_IMAGE_MODEL, "efficientnet-lite0-int8"} | ({asked} if asked else set()))
+        if len(built) == 1:
+            model = built[0]
+            _check_same(root, model, asked, "holds ad or product vectors of")
+        else:  # none stored (nothing to mix), or several: the setting, else the default of the time
+            model = asked or LEGACY_IMAGE_MODEL
+    _check_image_embedder(root, model)
     return model
+
+
+def _check_same(root: Path, model: str, asked: str | None, what: str) -> None:
+    if asked is not None and asked != model:
+        raise WorkspaceError(
+            f"workspace {root} {what} image model {model!r}, but ADLENS_IMAGE_MODEL (or the settings) ask "
+            f"for {asked!r}. Its creative features, joint space and product projection are built on {model!r} "
+            f"vectors and would be mixed with {asked!r} ones: unset ADLENS_IMAGE_MODEL for this workspace, "
+            f"or create a new workspace for {asked!r}.")
+
+
+def _models_with_vectors(root: Path, names: set[str]) -> list[str]:
+    """Which of the image models ``names`` have ad or product vectors stored in the workspace."""
+    from adlens.embed import get_embedder
+    from adlens.store.embeddings import EmbeddingStore
+
+    store = EmbeddingStore(root / "artifacts" / "embeddings")
+    found = []
+    for name in sorted(names):
+        try:
+            model_id = get_embedder(name).model_id
+        except Exception:  # unknown or not buildable: reported by _check_image_embedder if it is chosen
+            continue
+        if store.has(model_id, "ads") or store.has(model_id, "products"):
+            found.append(name)
+    return found
+
+
+def _check_image_embedder(root: Path, name: str) -> None:
+    """A name that cannot embed images would be pinned for life: refuse it now, saying why."""
+    from adlens.embed import available_embedders, get_embedder
+
+    if name not in available_embedders():
+        raise WorkspaceError(f"unknown image model {name!r} for workspace {root}; registered embedders: "
+                             f"{', '.join(sorted(available_embedders()))}")
+    try:
+        modality = get_embedder(name).modality
+    except Exception as e:  # e.g. a plug-in that needs a checkpoint path
+        raise WorkspaceError(f"image model {name!r} cannot be built without arguments ({type(e).__name__}: {e}); "
+                             "a workspace's image model must be a registered name that needs none") from None
+    if "image" not in modality.split("+"):
+        raise WorkspaceError(f"{name!r} embeds {modality}, not images; it cannot be a workspace's image model")
+
+
+def _write_pin(root: Path, model: str) -> None:
+    path = root / WORKSPACE_FILE
+    if path.exists():
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # atomic for readers
+    try:
+        tmp.write_text(json.dumps({"image_model": model}, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise WorkspaceError(f"cannot record the image model in {path} ({e}); the workspace must be writable") from None

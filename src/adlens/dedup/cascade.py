@@ -7,8 +7,8 @@ already put them in one group. These links are recorded with method ``"embedding
 reported apart from hash matches.
 
 Default threshold (0.97, tuned together with the pixel check below): on the sample corpus the most
-similar pair of *different* creatives has cosine 0.950 with the default fp32 vectors (0.954 with
-int8); on real photos in banner templates (``benchmarks/eval_cascade_edits.py``, 2 seeds) other
+similar pair of *different* creatives has cosine 0.950 with fp32 vectors (0.954 with int8, the
+default image model of new workspaces); on real photos in banner templates (``benchmarks/eval_cascade_edits.py``, 2 seeds) other
 products in one template reach 0.96-0.98, and the cosine adds 21 false links among 3,120 of them
 at >= 0.95, 5 at >= 0.96, 2 at >= 0.97, 0 at >= 0.98 (int8: 24, 8, 3, 0). The pixel check takes
 over below the threshold, so raising it from 0.95 to 0.97 cost 0.8-1.4 points of the crops,

@@ -376,9 +376,9 @@ class _ImageEmbedderBase(Embedder):
 
         Two pipelines, the same vectors:
 
-        - data-parallel (ONNX Runtime models with more than one thread): each of ``num_threads``
-          workers decodes a batch and runs it on a one-thread session, so no core is shared
-          between decoding and inference threads. Measured on 2 cores, 512 clothing JPEGs,
+        - data-parallel (ONNX Runtime models with more than one thread, and at least one batch of
+          files per thread): each of ``num_threads`` workers decodes a batch and runs it on a
+          one-thread session, so no core is shared between decoding and inference threads. Measured on 2 cores, 512 clothing JPEGs,
           10 interleaved rounds: fp32 99 vs 82 img/s, int8 123-129 vs 108-119 (medians).
         - otherwise decoding runs in a thread pool (PIL releases the GIL) while the previous
           batch is in the model, so decoding and inference overlap.
@@ -391,7 +391,12 @@ class _ImageEmbedderBase(Embedder):
         """
         paths = [str(p) for p in paths]
         workers = self._data_parallel_workers()
-        parts = self._files_data_parallel(paths, workers) if workers > 1 else self._files_pipelined(paths)
+        # data-parallel only when every worker gets a batch: fewer files (one image, a short list)
+        # go through the pipelined path, whose session uses every thread for one batch
+        if workers > 1 and -(-len(paths) // self.batch_size) >= workers:
+            parts = self._files_data_parallel(paths, workers)
+        else:
+            parts = self._files_pipelined(paths)
         vecs: list[np.ndarray] = []
         ok: list[int] = []
         errors: list[tuple[str, str]] = []
@@ -547,11 +552,12 @@ class EfficientNetLite0(_ImageEmbedderBase):
     def _run_on_this_thread(self, pixels: np.ndarray) -> np.ndarray:
         # a session run from several threads at once is safe in ONNX Runtime; with one intra-op
         # thread each run stays on its caller's core
+        before = getattr(self._tls, "one_thread", False)
         self._tls.one_thread = True
         try:
             return self._run(pixels)
         finally:
-            self._tls.one_thread = False
+            self._tls.one_thread = before
 
     def _ensure_model(self, path: Path) -> None:
         if not path.exists():
@@ -581,7 +587,7 @@ class EfficientNetLite0(_ImageEmbedderBase):
 class EfficientNetLite0Int8(EfficientNetLite0):
     """The same network quantised to int8 (:mod:`adlens.embed.quantize`): 1.4-1.6x faster on CPU.
 
-    The throughput choice (``ADLENS_IMAGE_MODEL``, :mod:`adlens.embed.jobs`): its vectors stay
+    The default image model of new workspaces (:mod:`adlens.embed.jobs`, :mod:`adlens.workspace`): its vectors stay
     close to fp32's (cosine 0.985 mean, 0.945 min on 2,605 clothing photos) with the same
     retrieval and dedup results (module docs of :mod:`adlens.embed.quantize`). The int8 file is
     made from the fp32 one in ``model_dir`` on first use (≈ 20 s).

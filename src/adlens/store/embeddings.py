@@ -52,6 +52,11 @@ class EmbeddingStore:
     def _dir(self, model_id: str, kind: str) -> Path:
         return self.root / model_slug(model_id) / kind
 
+    def has(self, model_id: str, kind: str) -> bool:
+        """Whether anything is stored for a model and kind (without reading it)."""
+        d = self._dir(model_id, kind)
+        return d.exists() and any(d.glob("part-*.parquet"))
+
     def load(self, model_id: str, kind: str) -> tuple[list[str], np.ndarray]:
         """All ``(keys, vectors)`` stored for a model and kind; first write of a key wins."""
         d = self._dir(model_id, kind)
