@@ -6,7 +6,8 @@ Config keys (all optional):
 - ``ADLENS_DATABASE_URL``  SQLAlchemy URL of the catalog; default is SQLite inside the workspace
 - ``ADLENS_MAX_IMAGE_PIXELS``  images with more pixels are rejected as decompression bombs
 - ``ADLENS_MAX_FILE_BYTES``    files larger than this are rejected before decoding
-- ``ADLENS_WORKERS``       worker threads for decoding/hashing (default: number of CPUs)
+- ``ADLENS_WORKERS``       worker threads for decoding/hashing (default: the cores available, the CPU
+  affinity capped by a container's CPU quota, see ``adlens.cpus``)
 - ``ADLENS_IMAGE_MODEL``   image embedder of ads and products, pinned in a workspace when it is
   created (default ``efficientnet-lite0-int8``; ``efficientnet-lite0`` is the fp32 original,
   1.6x slower; see ``adlens.workspace`` and ``adlens.embed.jobs``)
@@ -16,10 +17,11 @@ Config keys (all optional):
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from adlens.cpus import available_cpus
 
 # the image embedder of new workspaces (adlens.embed.jobs says why int8; existing ones keep theirs)
 DEFAULT_IMAGE_MODEL = "efficientnet-lite0-int8"
@@ -33,7 +35,7 @@ class Settings(BaseSettings):
     # 50 megapixels: larger than any real banner or product photo, far below a bomb.
     max_image_pixels: int = 50_000_000
     max_file_bytes: int = 50 * 1024 * 1024
-    workers: int = max(1, os.cpu_count() or 1)
+    workers: int = available_cpus()  # affinity capped by a container's CPU quota (adlens.cpus)
     # image embedder for ads, products, creative features and the dedup cascade (adlens.embed.jobs);
     # a workspace pins it when created (adlens.workspace)
     image_model: str = DEFAULT_IMAGE_MODEL

@@ -54,6 +54,7 @@ from itertools import combinations
 import faiss
 import numpy as np
 
+from adlens.cpus import available_cpus
 from adlens.dedup.hashing import to_uint64
 
 __all__ = ["HashIndex"]
@@ -131,7 +132,7 @@ class HashIndex:
     Parameters
     ----------
     n_threads : int, optional
-        faiss threads for batched exhaustive scans (default: ``min(2, os.cpu_count())``).
+        faiss threads for batched exhaustive scans (default: ``min(2, available_cpus())``).
         Single queries always use one thread (measured faster: no OpenMP start-up or
         contention with other processes).
 
@@ -155,7 +156,7 @@ class HashIndex:
     """
 
     def __init__(self, n_threads: int | None = None):
-        self.n_threads = int(n_threads or min(2, os.cpu_count() or 1))
+        self.n_threads = int(n_threads or min(2, available_cpus()))
         self._codes = np.zeros(0, np.uint64)
         self._ids = np.zeros(0, np.int64)
         self._n = 0

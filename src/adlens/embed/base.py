@@ -60,11 +60,10 @@ __all__ = [
 
 
 def default_num_threads() -> int:
-    """Cores this process may use (respects CPU affinity / container limits)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        return max(1, os.cpu_count() or 1)
+    """Cores this process may use: CPU affinity capped by a container's CPU quota (:mod:`adlens.cpus`)."""
+    from adlens.cpus import available_cpus
+
+    return available_cpus()
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
