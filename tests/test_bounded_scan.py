@@ -151,6 +151,37 @@ def test_scan_kernels_sum_exactly_in_every_path(m):
             lib.adlens_scan_portable(0)
 
 
+def test_keep_kernel_keeps_the_same_rows_in_both_paths():
+    # the AVX2 path takes eight rows at a time; 37 rows leave a remainder for the scalar loop.
+    # Rows exactly at tau are kept; -inf (filtered-out) rows never are.
+    lib = bs_mod._kernels()
+    rng = np.random.default_rng(3)
+    n = 37
+    a = rng.normal(size=n).astype(np.float32)
+    e = [rng.random(n).astype(np.float32) for _ in range(4)]
+    w = np.array([0.5, 0.25, 1e-4, 0.3], np.float32)
+    a[[2, 9, 36]] = -np.inf
+    known = (w[0] * e[0] + w[1] * e[1]) + w[2] * e[2]  # float32, in the kernel's order
+    bound = (a + known) + w[3] * e[3]
+    tau = np.float32(np.sort(bound[np.isfinite(bound)])[20])  # 34 finite rows, 14 at or above it
+    expected = np.flatnonzero(bound >= tau)
+    assert len(expected) == 14 and 2 not in expected
+    results = []
+    for portable in (0, 1):
+        lib.adlens_scan_portable(portable)
+        try:
+            rows, pa, pk = np.empty(n, np.int64), np.empty(n, np.float32), np.empty(n, np.float32)
+            m = lib.adlens_keep(bs_mod._ptr(a), n, *(bs_mod._ptr(x) for x in e), bs_mod._ptr(w), float(tau),
+                                bs_mod._ptr(rows), bs_mod._ptr(pa), bs_mod._ptr(pk))
+        finally:
+            lib.adlens_scan_portable(0)
+        assert rows[:m].tolist() == expected.tolist()
+        np.testing.assert_array_equal(pa[:m], a[expected])
+        np.testing.assert_array_equal(pk[:m], known[expected])
+        results.append(rows[:m].tolist())
+    assert results[0] == results[1]
+
+
 def test_rejects_a_different_matrix():
     x = structured(100, 32, 10)
     scan = BoundedScan(segments=(4, 8)).build(x)

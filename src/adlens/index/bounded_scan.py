@@ -155,10 +155,42 @@ void adlens_scan_rows(const int8_t *codes, int64_t m, const int16_t *q, float t,
 }
 /* rows i with a[i] + w0 e0[i] + w1 e1[i] + w2 e2[i] + w3 e3[i] >= tau, in order; for each kept
    row also a[i] and the part of its bound without the w3 term (what later stages still use) */
+#if defined(__GNUC__) && defined(__x86_64__)
+/* eight rows at a time; the same float operations in the same order as the loop below (no FMA:
+   the library is built with -ffp-contract=off), so the same rows are kept */
+__attribute__((target("avx2")))
+static int64_t keep_avx2(const float *a, int64_t n, const float *e0, const float *e1, const float *e2,
+                         const float *e3, const float *w, float tau, int64_t *out, float *out_a,
+                         float *out_known, int64_t *done) {
+    __m256 w0 = _mm256_set1_ps(w[0]), w1 = _mm256_set1_ps(w[1]), w2 = _mm256_set1_ps(w[2]);
+    __m256 w3 = _mm256_set1_ps(w[3]), t = _mm256_set1_ps(tau);
+    int64_t r = 0, i = 0;
+    float known[8];
+    for (; i + 8 <= n; i += 8) {
+        __m256 k = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(w0, _mm256_loadu_ps(e0 + i)),
+                                               _mm256_mul_ps(w1, _mm256_loadu_ps(e1 + i))),
+                                 _mm256_mul_ps(w2, _mm256_loadu_ps(e2 + i)));
+        __m256 b = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(a + i), k), _mm256_mul_ps(w3, _mm256_loadu_ps(e3 + i)));
+        int m = _mm256_movemask_ps(_mm256_cmp_ps(b, t, _CMP_GE_OQ));
+        if (!m) continue;
+        _mm256_storeu_ps(known, k);
+        while (m) {
+            int j = __builtin_ctz(m);
+            m &= m - 1;
+            out[r] = i + j; out_a[r] = a[i + j]; out_known[r] = known[j]; r++;
+        }
+    }
+    *done = i;
+    return r;
+}
+#endif
 int64_t adlens_keep(const float *a, int64_t n, const float *e0, const float *e1, const float *e2,
                     const float *e3, const float *w, float tau, int64_t *out, float *out_a, float *out_known) {
-    int64_t r = 0;
-    for (int64_t i = 0; i < n; i++) {
+    int64_t r = 0, start = 0;
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (use_avx2()) r = keep_avx2(a, n, e0, e1, e2, e3, w, tau, out, out_a, out_known, &start);
+#endif
+    for (int64_t i = start; i < n; i++) {
         float known = w[0] * e0[i] + w[1] * e1[i] + w[2] * e2[i];
         if (a[i] + known + w[3] * e3[i] >= tau) { out[r] = i; out_a[r] = a[i]; out_known[r] = known; r++; }
     }
