@@ -360,11 +360,12 @@ class _ImageEmbedderBase(Embedder):
             return None, f"{type(e).__name__}: {e}"
 
     # subclasses that can run a batch on the calling thread alone say how many such workers to use
+    # (and override _run_on_this_thread to do so)
     def _data_parallel_workers(self) -> int:
         return 0
 
-    def _run_on_this_thread(self, pixels: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _run_on_this_thread(self, pixels: np.ndarray) -> np.ndarray:
+        return self._run(pixels)
 
     def embed_files(
         self,
