@@ -201,6 +201,19 @@ def test_flip_and_input_size_change_model_id(model_dir):
     np.testing.assert_allclose(v, w, atol=1e-4)
 
 
+def test_flip_tta_is_the_same_in_the_data_parallel_file_path(model_dir, tmp_path):
+    e = EfficientNetLite0(model_dir, tta_flip=True, batch_size=4, num_threads=2)
+    paths = []
+    for i in range(9):  # 3 batches for 2 workers
+        p = tmp_path / f"{i}.jpg"
+        p.write_bytes(_jpeg(_photo(400 + i, (72, 60))))
+        paths.append(str(p))
+    res = e.embed_files(paths)
+    np.testing.assert_allclose(res.vectors, e.embed_images(paths), atol=1e-5)
+    plain = EfficientNetLite0(model_dir, batch_size=4, num_threads=2).embed_files(paths).vectors
+    assert np.abs(res.vectors - plain).max() > 1e-3  # the mirror image really was averaged in
+
+
 def test_onnx_matches_torch(emb):
     pytest.importorskip("torch")
     ref = get_embedder("efficientnet-lite0-torch", batch_size=8)

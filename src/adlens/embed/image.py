@@ -332,12 +332,15 @@ class _ImageEmbedderBase(Embedder):
             raise ValueError(f"pixels must be (N, {S}, {S}, 3) uint8, got {pixels.shape}")
         out = np.empty((len(pixels), self.dim), dtype=np.float32)
         for s in range(0, len(pixels), self.batch_size):
-            batch = pixels[s : s + self.batch_size]
-            f = self._run(batch)
-            if self.tta_flip:
-                f = l2_normalize(f) + l2_normalize(self._run(np.ascontiguousarray(batch[:, :, ::-1])))
-            out[s : s + self.batch_size] = f
+            out[s : s + self.batch_size] = self._features(pixels[s : s + self.batch_size], self._run)
         return l2_normalize(out)
+
+    def _features(self, batch: np.ndarray, run: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Raw features of one batch by ``run`` (with the mirror image averaged in for ``tta_flip``)."""
+        f = run(batch)
+        if self.tta_flip:
+            f = l2_normalize(f) + l2_normalize(run(np.ascontiguousarray(batch[:, :, ::-1])))
+        return f
 
     def embed_images(self, images: Sequence[Any]) -> np.ndarray:
         """PIL images / arrays -> ``(N, 1280)`` float32 unit rows. Raises on an unusable image.
@@ -379,8 +382,9 @@ class _ImageEmbedderBase(Embedder):
 
         - data-parallel (ONNX Runtime models with more than one thread, and at least one batch of
           files per thread): each of ``num_threads`` workers decodes a batch and runs it on a
-          one-thread session, so no core is shared between decoding and inference threads. Measured on 2 cores, 512 clothing JPEGs,
-          10 interleaved rounds: fp32 99 vs 82 img/s, int8 123-129 vs 108-119 (medians).
+          one-thread session, so no core is shared between decoding and inference threads.
+          Measured on 2 cores (512 clothing JPEGs, interleaved with the other pipeline, four
+          runs): fp32 +16-25 % images a second, int8 -3 to +19 % (BENCHMARKS.md, session 12).
         - otherwise decoding runs in a thread pool (PIL releases the GIL) while the previous
           batch is in the model, so decoding and inference overlap.
 
@@ -425,7 +429,7 @@ class _ImageEmbedderBase(Embedder):
                     idx.append(i)
                 else:
                     errs.append((paths[i], err))
-            return idx, (self._run_on_this_thread_normalised(np.stack(px)) if px else None), errs
+            return idx, (l2_normalize(self._features(np.stack(px), self._run_on_this_thread)) if px else None), errs
 
         starts = iter(range(0, len(paths), bs))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="adlens-embed") as pool:
@@ -436,12 +440,6 @@ class _ImageEmbedderBase(Embedder):
                 if nxt is not None:
                     pending.append(pool.submit(work, nxt))
                 yield res
-
-    def _run_on_this_thread_normalised(self, pixels: np.ndarray) -> np.ndarray:
-        f = self._run_on_this_thread(pixels)
-        if self.tta_flip:
-            f = l2_normalize(f) + l2_normalize(self._run_on_this_thread(np.ascontiguousarray(pixels[:, :, ::-1])))
-        return l2_normalize(f)
 
     def _files_pipelined(self, paths: list[str]):
         """(indices, vectors, errors) per batch, in order; decoding threads feed this thread's model."""
