@@ -51,6 +51,7 @@ from PIL import Image, ImageOps
 
 from adlens.embed.base import Embedder, default_num_threads, l2_normalize, register_embedder
 from adlens.embed.pca import PCA  # re-exported: the reduction step (seed 002: 16 dims) for these vectors
+from adlens.embed.resize import resize_rgb
 from adlens.errors import InvalidInput
 from adlens.ingest.validate import decode_checked, open_checked, read_file
 
@@ -157,23 +158,36 @@ def _array_to_rgb(a: np.ndarray) -> Image.Image:
     return _to_rgb(Image.fromarray(a))
 
 
-def preprocess(im: Image.Image, resize_mode: str = "pad", size: int = INPUT_SIZE) -> np.ndarray:
-    """RGB PIL image -> ``(size, size, 3)`` uint8 array as the network expects it."""
+def preprocess(
+    im: Image.Image, resize_mode: str = "pad", size: int = INPUT_SIZE, out: np.ndarray | None = None
+) -> np.ndarray:
+    """RGB PIL image -> ``(size, size, 3)`` uint8 array as the network expects it.
+
+    The bicubic resize is :func:`adlens.embed.resize.resize_rgb`: the bytes of Pillow's
+    ``Image.resize(..., Image.BICUBIC)``, 3-5x faster. ``out``, if given, is a ``(size, size, 3)``
+    uint8 array (e.g. a slot of a reused batch buffer) that is filled and returned.
+    """
+    if resize_mode not in RESIZE_MODES:
+        raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
+    if out is None:
+        out = np.empty((size, size, 3), np.uint8)
+    elif out.shape != (size, size, 3) or out.dtype != np.uint8:
+        raise ValueError(f"out must be ({size}, {size}, 3) uint8, got {out.shape} {out.dtype}")
+    a = np.asarray(im.convert("RGB") if im.mode != "RGB" else im)
     w, h = im.size
     if resize_mode == "squash":
-        out = im.resize((size, size), Image.BICUBIC)
+        resize_rgb(a, (size, size), out=out)
     elif resize_mode == "center_crop":
         s = min(w, h) * size / (size + 32)
         left, top = (w - s) / 2, (h - s) / 2
-        out = im.resize((size, size), Image.BICUBIC, box=(left, top, left + s, top + s))
-    elif resize_mode == "pad":
+        resize_rgb(a, (size, size), box=(left, top, left + s, top + s), out=out)
+    else:  # pad: keep the aspect ratio, centre on white
         scale = size / max(w, h)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        out = Image.new("RGB", (size, size), (255, 255, 255))
-        out.paste(im.resize((nw, nh), Image.BICUBIC), ((size - nw) // 2, (size - nh) // 2))
-    else:
-        raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
-    return np.asarray(out, dtype=np.uint8)
+        x0, y0 = (size - nw) // 2, (size - nh) // 2
+        out.fill(255)
+        resize_rgb(a, (nw, nh), out=out[y0 : y0 + nh, x0 : x0 + nw])
+    return out
 
 
 # --------------------------------------------------------------------------- export (torch)
@@ -320,9 +334,9 @@ class _ImageEmbedderBase(Embedder):
     def _run(self, pixels: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _pixels(self, source: Any) -> np.ndarray:
+    def _pixels(self, source: Any, out: np.ndarray | None = None) -> np.ndarray:
         im = load_rgb(source, max_pixels=self.max_pixels, max_bytes=self.max_bytes, draft_size=self.input_size)
-        return preprocess(im, self.resize_mode, self.input_size)
+        return preprocess(im, self.resize_mode, self.input_size, out=out)
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Already preprocessed ``(N, S, S, 3)`` uint8 (S = ``input_size``) -> ``(N, dim)`` unit rows."""
@@ -353,10 +367,11 @@ class _ImageEmbedderBase(Embedder):
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.embed_pixels(np.stack([self._pixels(im) for im in images]))
 
-    def _decode(self, path: str) -> tuple[np.ndarray | None, str | None]:
-        """Pixels of one file, or None and the reason it was rejected (never raises)."""
+    def _decode(self, path: str, out: np.ndarray | None = None) -> tuple[np.ndarray | None, str | None]:
+        """Pixels of one file (written into ``out`` if given), or None and the reason it was
+        rejected (never raises)."""
         try:
-            return self._pixels(path), None
+            return self._pixels(path, out), None
         except InvalidInput as e:
             return None, _reason(e, path)
         except Exception as e:  # never let one file stop the batch
@@ -420,16 +435,24 @@ class _ImageEmbedderBase(Embedder):
         """(indices, vectors, errors) per batch, in order; batches decoded and run by ``workers`` threads."""
         bs = self.batch_size
 
+        S = self.input_size
+        local = threading.local()
+
         def work(start: int):
-            px, idx, errs = [], [], []
+            # each worker decodes into its own batch buffer, reused batch after batch: fresh pages
+            # for every image (and a stacked copy of the batch) cost ~0.3 ms an image here
+            buf = getattr(local, "buf", None)
+            if buf is None:
+                buf = local.buf = np.empty((bs, S, S, 3), np.uint8)
+            idx, errs = [], []
             for i in range(start, min(start + bs, len(paths))):
-                p, err = self._decode(paths[i])
+                _, err = self._decode(paths[i], out=buf[len(idx)])
                 if err is None:
-                    px.append(p)
                     idx.append(i)
                 else:
                     errs.append((paths[i], err))
-            return idx, (l2_normalize(self._features(np.stack(px), self._run_on_this_thread)) if px else None), errs
+            vec = l2_normalize(self._features(buf[: len(idx)], self._run_on_this_thread)) if idx else None
+            return idx, vec, errs
 
         starts = iter(range(0, len(paths), bs))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="adlens-embed") as pool:
