@@ -5,7 +5,8 @@ threads decodes a batch and runs it on a one-thread session) with ONNX Runtime a
 run, with the same network in torch eager mode; plus ONNX Runtime on pre-decoded pixels
 (inference alone); the same for the int8 model (``efficientnet-lite0-int8``,
 :mod:`adlens.embed.quantize`, the default of new workspaces) and its cosine to fp32; both models
-again interleaved against the earlier pipeline (decode threads feeding one two-thread session); and, because other processes share this CPU, fp32 vs int8 inference on ONE
+again interleaved against the earlier pipelines (decode threads feeding one two-thread session;
+session 12's data-parallel decode with Pillow's resize and runs of 32); and, because other processes share this CPU, fp32 vs int8 inference on ONE
 thread measured in images per CPU-second of this process (``time.process_time``), which
 waiting for the CPU does not inflate; interleaved repeats.
 Files: the first N clothing JPEGs (``/work/shared/data/clothing``, max side 256 px) when
@@ -36,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from adlens.embed.base import default_num_threads
-from adlens.embed.image import EfficientNetLite0, EfficientNetLite0Int8, EfficientNetLite0Torch
+from adlens.embed.image import EfficientNetLite0, EfficientNetLite0Int8, EfficientNetLite0Torch, load_rgb
 
 CLOTHING = Path("/work/shared/data/clothing/images")
 TRANSCRIPTS = Path("/work/shared/data/ad_transcripts/ad_transcripts.csv")
@@ -58,6 +59,24 @@ def image_files(n: int, tmp: Path) -> tuple[list[str], str]:
         Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(p, quality=90)
         files.append(str(p))
     return files, f"rendered 256x200 JPEGs, n={n}"
+
+
+class PillowDecodeInt8(EfficientNetLite0Int8):
+    """Baseline: the decode of session 12 (Pillow's bicubic resize, pasted on a new canvas),
+    the same bytes as adlens's C resize, for the same model."""
+
+    def _pixels(self, source, out=None):
+        im = load_rgb(source, max_pixels=self.max_pixels, max_bytes=self.max_bytes, draft_size=self.input_size)
+        size = self.input_size
+        w, h = im.size
+        scale = size / max(w, h)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        canvas = Image.new("RGB", (size, size), (255, 255, 255))
+        canvas.paste(im.resize((nw, nh), Image.BICUBIC), ((size - nw) // 2, (size - nh) // 2))
+        a = np.asarray(canvas, dtype=np.uint8)
+        if out is not None:
+            out[...] = a
+        return a
 
 
 def sentences(n: int) -> tuple[list[str], str]:
@@ -123,6 +142,12 @@ def main(argv=None) -> int:
             ort_emb._pixels(f)
         dec = (time.perf_counter() - t) / min(len(files), 256)
         print(f"| {'decode + resize only (1 thread)':52s} | {1 / dec:8.1f} | {'':16s} | img/s |")
+        pil = PillowDecodeInt8(args.model_dir)
+        t = time.perf_counter()
+        for f in files[:256]:
+            pil._pixels(f)
+        dec = (time.perf_counter() - t) / min(len(files), 256)
+        print(f"| {'decode + Pillow resize only (1 thread, session 12)':52s} | {1 / dec:8.1f} | {'':16s} | img/s |")
         # one thread each, images per CPU-second: robust to other processes on the machine
         one = {"fp32": EfficientNetLite0(args.model_dir, num_threads=1), "int8": EfficientNetLite0Int8(args.model_dir, num_threads=1)}
         cpu = {k: [] for k in one}
@@ -145,19 +170,24 @@ def main(argv=None) -> int:
                 if how == "pipelined":
                     e._data_parallel_workers = lambda: 0  # the baseline: same model, the other pipeline
                 e2e[f"{name} e2e, {how}"] = e
+        # session 12's data-parallel pipeline: Pillow's resize into new arrays, runs of 32
+        e2e["int8 e2e, session 12 decode, runs of 32"] = PillowDecodeInt8(args.model_dir, batch_size=32, run_batch=32)
         wall, cpu_ms = {k: [] for k in e2e}, {k: [] for k in e2e}
         for e in e2e.values():
             e.embed_files(files[:32])
+        last = {}
         for _ in range(repeats):
             for k, e in e2e.items():
                 t, c = time.perf_counter(), time.process_time()
-                e.embed_files(files)
+                last[k] = e.embed_files(files).vectors
                 wall[k].append(len(files) / (time.perf_counter() - t))
                 cpu_ms[k].append((time.process_time() - c) / len(files) * 1000)
         for k in e2e:
             print(f"| {k + f' ({statistics.median(cpu_ms[k]):.1f} CPU-ms/img)':52s} | {statistics.median(wall[k]):8.1f} | "
                   f"{min(wall[k]):7.1f}-{max(wall[k]):<7.1f} | img/s |")
         print(f"| {'load average now: ' + ', '.join(f'{x:.2f}' for x in os.getloadavg()):52s} | | | |")
+        same = np.array_equal(last["int8 e2e, data-parallel"], last["int8 e2e, session 12 decode, runs of 32"])
+        print(f"\nint8 vectors, adlens decode vs session 12's (Pillow resize, runs of 32): identical = {same}")
         a, b = ort_emb.embed_pixels(px), q_emb.embed_pixels(px)
         cos = np.sum(a * b, axis=1)
         print(f"\nint8 vs fp32 cosine ({len(px)} images): mean {cos.mean():.4f}, min {cos.min():.4f}; "

@@ -186,7 +186,7 @@ def test_load_rgb_arrays_and_alpha():
 
 
 def test_invalid_constructor_args(model_dir):
-    for kw in ({"resize_mode": "zoom"}, {"batch_size": 0}, {"input_size": 250}):
+    for kw in ({"resize_mode": "zoom"}, {"batch_size": 0}, {"input_size": 250}, {"run_batch": 0}):
         with pytest.raises(ValueError):
             EfficientNetLite0(model_dir, **kw)
 
@@ -212,6 +212,23 @@ def test_flip_tta_is_the_same_in_the_data_parallel_file_path(model_dir, tmp_path
     np.testing.assert_allclose(res.vectors, e.embed_images(paths), atol=1e-5)
     plain = EfficientNetLite0(model_dir, batch_size=4, num_threads=2).embed_files(paths).vectors
     assert np.abs(res.vectors - plain).max() > 1e-3  # the mirror image really was averaged in
+
+
+def test_data_parallel_workers_run_in_small_runs_with_the_same_vectors(model_dir, tmp_path, monkeypatch):
+    paths = []
+    for i in range(13):  # 2 batches of 7 for 2 workers; the second worker's batch is short
+        p = tmp_path / f"{i}.jpg"
+        p.write_bytes(_jpeg(_photo(500 + i, (90, 70))))
+        paths.append(str(p))
+    e = EfficientNetLite0(model_dir, batch_size=7, num_threads=2, run_batch=3)
+    sizes = []
+    real_run = e._run
+    monkeypatch.setattr(e, "_run", lambda px: sizes.append(len(px)) or real_run(px))
+    res = e.embed_files(paths)
+    assert sorted(sizes) == sorted([3, 3, 1, 3, 3]) and max(sizes) <= 3  # 7 = 3 + 3 + 1, 6 = 3 + 3
+    whole = EfficientNetLite0(model_dir, batch_size=7, num_threads=2, run_batch=32).embed_files(paths)
+    np.testing.assert_array_equal(res.vectors, whole.vectors)  # run size never changes a vector
+    assert res.ok.tolist() == list(range(13))
 
 
 def test_onnx_matches_torch(emb):

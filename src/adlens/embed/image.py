@@ -511,7 +511,13 @@ class EfficientNetLite0(_ImageEmbedderBase):
         resize_mode: ``"pad"`` | ``"squash"`` | ``"center_crop"`` (part of ``model_id``).
         input_size: network input side in pixels, a multiple of 32 (part of ``model_id``).
         tta_flip: also embed the mirror image and average (part of ``model_id``).
-        batch_size: images per inference call.
+        batch_size: images per inference call (in the data-parallel file path: files a worker
+            decodes before running them, ``run_batch`` at a time).
+        run_batch: images per inference call of a data-parallel worker. Small runs keep a
+            worker's activations in cache while the other worker runs too: end to end on 2 cores
+            (512 clothing JPEGs, int8, interleaved, two runs of 8 rounds), 4 gave 110 vs 98-99
+            img/s for 32 (medians), 17.0-17.3 vs 18.7-18.9 CPU-ms an image. Vectors are identical
+            for every batch size.
         decode_workers: threads decoding files in :meth:`embed_files` when it runs pipelined
             (``num_threads`` 1); with more threads each worker decodes its own batches.
         max_pixels, max_bytes: limits above which a file is rejected.
@@ -530,7 +536,10 @@ class EfficientNetLite0(_ImageEmbedderBase):
         decode_workers: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        run_batch: int = 4,
     ):
+        if run_batch < 1:
+            raise ValueError(f"run_batch must be >= 1, got {run_batch}")
         super().__init__(
             resize_mode=resize_mode,
             input_size=input_size,
@@ -543,6 +552,7 @@ class EfficientNetLite0(_ImageEmbedderBase):
         self.model_dir = Path(model_dir).expanduser() if model_dir else default_model_dir()
         self.num_threads = num_threads or default_num_threads()
         self.allow_spinning = bool(allow_spinning)
+        self.run_batch = int(run_batch)
         self._session = None
         self._session_1 = None  # one intra-op thread: for the data-parallel workers of embed_files
         self._lock = threading.Lock()
@@ -577,7 +587,9 @@ class EfficientNetLite0(_ImageEmbedderBase):
         before = getattr(self._tls, "one_thread", False)
         self._tls.one_thread = True
         try:
-            return self._run(pixels)
+            if len(pixels) <= self.run_batch:
+                return self._run(pixels)
+            return np.concatenate([self._run(pixels[i : i + self.run_batch]) for i in range(0, len(pixels), self.run_batch)])
         finally:
             self._tls.one_thread = before
 
