@@ -231,3 +231,42 @@ def test_similar_cli_json_and_report(ws, tmp_path):
     assert html.count("<img") >= 4  # the query and its 3 products
     r = CliRunner().invoke(app, ["similar", "no-such-ad", "--workspace", str(ws.root)])
     assert r.exit_code == 2 and "neither an ad_id" in r.output
+
+
+def test_image_files_are_embedded_in_one_stream_stored_as_they_come_and_resumable(ws, tmp_path, monkeypatch):
+    """`embed_workspace` with the real image embedder: one data-parallel stream over every missing
+    file, stored every `batch_size` vectors; a crash keeps what was stored, the rerun computes the
+    rest, a broken file is named by its content hash, and nothing is stored twice."""
+    from adlens.embed.image import EfficientNetLite0
+    from adlens.embed.jobs import image_shas
+    from adlens.store.embeddings import EmbeddingStore
+
+    _catalogue(tmp_path / "products", n=10)
+    ingest_products(ws, tmp_path / "products")
+    keys = image_shas(ws, "products")
+    ws.blobs.path_for(keys[4]).write_bytes(b"\xff\xd8 truncated jpeg")
+    emb = EfficientNetLite0(batch_size=2, num_threads=2)  # 5 batches for 2 workers: the data-parallel path
+    calls = []
+    real_put = EmbeddingStore.put
+
+    def put_then_crash(self, model_id, kind, k, v):
+        calls.append(list(k))
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real_put(self, model_id, kind, k, v)
+
+    monkeypatch.setattr(EmbeddingStore, "put", put_then_crash)
+    seen = []
+    with pytest.raises(OSError, match="disk full"):
+        embed_workspace(ws, "products", emb, batch_size=3, progress=lambda d, t: seen.append((d, t)))
+    assert len(calls[0]) >= 3 and seen[0][1] == 10
+    stored, _ = ws.embeddings.load(emb.model_id, "products")
+    assert sorted(stored) == sorted(calls[0])  # the first flush survived the crash
+    monkeypatch.setattr(EmbeddingStore, "put", real_put)
+    res = embed_workspace(ws, "products", emb, batch_size=3)
+    assert (res["total"], res["cached"], res["computed"]) == (10, len(calls[0]), 9 - len(calls[0]))
+    assert [f["key"] for f in res["failed"]] == [keys[4]]
+    got, vectors = ws.embeddings.load(emb.model_id, "products")
+    assert len(got) == len(set(got)) == 9 and keys[4] not in got
+    ref = emb.embed_files([ws.blobs.path_for(k) for k in got])
+    np.testing.assert_array_equal(vectors, ref.vectors)  # each vector is its own file's

@@ -40,7 +40,7 @@ import tempfile
 import threading
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -410,17 +410,10 @@ class _ImageEmbedderBase(Embedder):
             :class:`FileEmbeddings` (vectors ``(M, dim)``, positions, paths, errors).
         """
         paths = [str(p) for p in paths]
-        workers = self._data_parallel_workers()
-        # data-parallel only when every worker gets a batch: fewer files (one image, a short list)
-        # go through the pipelined path, whose session uses every thread for one batch
-        if workers > 1 and -(-len(paths) // self.batch_size) >= workers:
-            parts = self._files_data_parallel(paths, workers)
-        else:
-            parts = self._files_pipelined(paths)
         vecs: list[np.ndarray] = []
         ok: list[int] = []
         errors: list[tuple[str, str]] = []
-        for idx, v, errs in parts:  # in file order
+        for idx, v, errs in self.iter_embed_files(paths):  # in file order
             if len(idx):
                 vecs.append(v)
                 ok.extend(idx)
@@ -430,6 +423,23 @@ class _ImageEmbedderBase(Embedder):
         vectors = np.concatenate(vecs) if vecs else np.zeros((0, self.dim), dtype=np.float32)
         ok_arr = np.asarray(ok, dtype=np.int64)
         return FileEmbeddings(vectors=vectors, ok=ok_arr, paths=[paths[i] for i in ok], errors=errors)
+
+    def iter_embed_files(
+        self, paths: Iterable[str | os.PathLike]
+    ) -> Iterator[tuple[list[int], np.ndarray | None, list[tuple[str, str]]]]:
+        """:meth:`embed_files` one batch at a time, in file order: ``(indices, vectors, errors)``
+        with the positions in ``paths`` of the files embedded, their ``(n, dim)`` unit rows (None
+        if none) and ``(path, reason)`` of the rejected ones. The workers keep going while the
+        caller handles a batch (e.g. stores it), so a long list never waits on its slowest batch
+        more than once."""
+        paths = [str(p) for p in paths]
+        workers = self._data_parallel_workers()
+        # data-parallel only when every worker gets a batch: fewer files (one image, a short list)
+        # go through the pipelined path, whose session uses every thread for one batch
+        if workers > 1 and -(-len(paths) // self.batch_size) >= workers:
+            yield from self._files_data_parallel(paths, workers)
+        else:
+            yield from self._files_pipelined(paths)
 
     def _files_data_parallel(self, paths: list[str], workers: int):
         """(indices, vectors, errors) per batch, in order; batches decoded and run by ``workers`` threads."""

@@ -115,12 +115,53 @@ def embed_workspace(
         values = {text_key(v): v for v in vals}
         keys = list(values)
     todo = store.missing(embedder.model_id, kind, keys)
+    if is_image and hasattr(embedder, "iter_embed_files"):
+        failed = _embed_files_streamed(ws, kind, embedder, todo, batch_size, progress)
+    else:
+        failed = _embed_chunks(ws, kind, embedder, todo, values, is_image, batch_size, progress)
+    return {
+        "model_id": embedder.model_id,
+        "kind": kind,
+        "total": len(keys),
+        "computed": len(todo) - len(failed),
+        "cached": len(keys) - len(todo),
+        "failed": failed,
+    }
+
+
+
+def _embed_files_streamed(ws, kind, embedder, todo, batch_size, progress) -> list[dict]:
+    """Image files through the embedder's batch stream, stored every ``batch_size`` vectors (what
+    a crash can lose). One stream, not one call per chunk: chunked calls stopped the workers at
+    every chunk's end until its slowest batch was done."""
+    paths = [str(ws.blobs.path_for(sha)) for sha in todo]
+    key_of = dict(zip(paths, todo))
+    failed: list[dict] = []
+    keys: list[str] = []
+    vectors: list[np.ndarray] = []
+    done = 0
+    for idx, vecs, errs in embedder.iter_embed_files(paths):
+        if idx:
+            keys += [todo[i] for i in idx]
+            vectors.append(vecs)
+        failed += [{"key": key_of.get(p, p), "reason": r} for p, r in errs]
+        done += len(idx) + len(errs)
+        if keys and (len(keys) >= batch_size or done == len(todo)):
+            ws.embeddings.put(embedder.model_id, kind, keys, np.concatenate(vectors))
+            keys, vectors = [], []
+        if progress:
+            progress(done, len(todo))
+    return failed
+
+
+def _embed_chunks(ws, kind, embedder, todo, values, is_image, batch_size, progress) -> list[dict]:
+    """``batch_size`` keys at a time: texts, and image embedders without a file stream."""
     failed: list[dict] = []
     done = 0
     for s in range(0, len(todo), batch_size):
         chunk = todo[s : s + batch_size]
         if is_image and hasattr(embedder, "embed_files"):
-            # the embedder's own pipeline decodes in threads while the previous batch runs
+            # the embedder's own pipeline (errors by file)
             paths = {str(ws.blobs.path_for(sha)): sha for sha in chunk}
             res = embedder.embed_files(list(paths))
             ok_keys, vectors = [chunk[i] for i in res.ok], res.vectors
@@ -138,16 +179,8 @@ def embed_workspace(
         else:
             ok_keys = chunk
             vectors = embedder.embed_texts([values[k] for k in chunk])
-        store.put(embedder.model_id, kind, ok_keys, vectors)
+        ws.embeddings.put(embedder.model_id, kind, ok_keys, vectors)
         done += len(chunk)
         if progress:
             progress(done, len(todo))
-    return {
-        "model_id": embedder.model_id,
-        "kind": kind,
-        "total": len(keys),
-        "computed": len(todo) - len(failed),
-        "cached": len(keys) - len(todo),
-        "failed": failed,
-    }
-
+    return failed
