@@ -19,7 +19,8 @@ sentences; also the cosine between the two models' vectors.
 Other processes share this CPU: each configuration runs ``--repeats`` times after a warm-up
 and the table shows the median (and min-max); the load average is printed with the results.
 
-Usage: ``python benchmarks/bench_embed.py [--quick] [--repeats 3] [--n-images 512]``
+Usage: ``python benchmarks/bench_embed.py [--quick] [--repeats 3] [--n-images 512]``;
+``--ab ROUNDS`` runs only the int8 end-to-end A/B of the decode (now vs session 12's).
 """
 
 from __future__ import annotations
@@ -79,6 +80,34 @@ class PillowDecodeInt8(EfficientNetLite0Int8):
         return a
 
 
+def ab_decode(args) -> int:
+    """int8 end to end, interleaved rounds: adlens's data-parallel pipeline (C resize into reused
+    batch buffers, runs of 4) vs session 12's (Pillow resize into new arrays, runs of 32)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        files, desc = image_files(args.n_images or 512, Path(tmp))
+        print(f"images: {desc}; load average {os.getloadavg()}")
+        embs = {"now": EfficientNetLite0Int8(args.model_dir, batch_size=32),
+                "session 12": PillowDecodeInt8(args.model_dir, batch_size=32, run_batch=32)}
+        for e in embs.values():
+            e.embed_files(files[:64])
+        wall, cpu = {k: [] for k in embs}, {k: [] for k in embs}
+        for r in range(args.ab):
+            for k, e in embs.items():
+                t, c = time.perf_counter(), time.process_time()
+                e.embed_files(files)
+                wall[k].append(len(files) / (time.perf_counter() - t))
+                cpu[k].append((time.process_time() - c) / len(files) * 1000)
+            print(time.strftime("%H:%M:%S"), "  ".join(f"{k}: {wall[k][-1]:.1f}" for k in embs), flush=True)
+        print("\n| pipeline | median img/s (min-max) | CPU-ms/img | rounds won |")
+        print("|---|---:|---:|---:|")
+        for k in embs:
+            won = sum(wall[k][i] > max(wall[o][i] for o in embs if o != k) for i in range(args.ab))
+            print(f"| {k} | {statistics.median(wall[k]):.1f} ({min(wall[k]):.1f}-{max(wall[k]):.1f}) | "
+                  f"{statistics.median(cpu[k]):.2f} | {won}/{args.ab} |")
+        print(f"load average after: {os.getloadavg()}")
+    return 0
+
+
 def sentences(n: int) -> tuple[list[str], str]:
     if TRANSCRIPTS.exists():
         with open(TRANSCRIPTS, newline="", encoding="utf-8", errors="replace") as f:
@@ -116,7 +145,11 @@ def main(argv=None) -> int:
     ap.add_argument("--n-texts", type=int, default=None)
     ap.add_argument("--model-dir", default=None)
     ap.add_argument("--no-torch", action="store_true", help="skip the torch baselines")
+    ap.add_argument("--ab", type=int, default=0, metavar="ROUNDS",
+                    help="only the int8 end-to-end A/B: adlens's decode vs session 12's, ROUNDS interleaved rounds")
     args = ap.parse_args(argv)
+    if args.ab:
+        return ab_decode(args)
     repeats = args.repeats or (1 if args.quick else 3)
     n_img = args.n_images or (64 if args.quick else 512)
     n_txt = args.n_texts or (128 if args.quick else 1000)

@@ -47,13 +47,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from adlens.embed.base import Embedder, default_num_threads, l2_normalize, register_embedder
 from adlens.embed.pca import PCA  # re-exported: the reduction step (seed 002: 16 dims) for these vectors
 from adlens.embed.resize import resize_rgb
 from adlens.errors import InvalidInput
-from adlens.ingest.validate import decode_checked, open_checked, read_file
+from adlens.ingest.validate import decode_checked, open_checked, read_file, upright
 
 __all__ = [
     "EfficientNetLite0",
@@ -119,11 +119,7 @@ def load_rgb(
     if draft_size and img.format == "JPEG":
         img.draft("RGB", (draft_size, draft_size))
     decode_checked(img, name)
-    try:
-        img = ImageOps.exif_transpose(img)  # as viewers show it (phone photos carry rotation in EXIF)
-    except Exception:
-        pass  # a broken EXIF block is not a reason to reject pixels that decoded fine
-    return _to_rgb(img)
+    return _to_rgb(upright(img))  # as viewers show it
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

@@ -107,6 +107,18 @@ def decode_checked(img: Image.Image, name: str) -> Image.Image:
     return img
 
 
+def upright(img: Image.Image) -> Image.Image:
+    """``img`` turned as its EXIF Orientation tag says (phone photos carry rotation there), in
+    place: no copy when there is nothing to turn (``exif_transpose`` copies otherwise, 0.18 ms for
+    a 256 px photo). A broken EXIF block leaves the pixels as decoded: it is no reason to reject
+    an image that decoded fine."""
+    try:
+        ImageOps.exif_transpose(img, in_place=True)
+    except Exception:
+        pass
+    return img
+
+
 def load_image(
     data: bytes,
     name: str,
@@ -123,11 +135,7 @@ def load_image(
     img = open_checked(data, name, max_pixels)
     fmt, mode = img.format or "?", img.mode
     decode_checked(img, name)
-    try:
-        img = ImageOps.exif_transpose(img)  # hash what viewers see, not the sensor orientation
-    except Exception:
-        pass  # a broken EXIF block is not a reason to reject pixels that decoded fine
-    rgb = _to_rgb(img)
+    rgb = _to_rgb(upright(img))  # hash what viewers see, not the sensor orientation
     info = ImageInfo(
         sha256=hashlib.sha256(data).hexdigest(), width=rgb.width, height=rgb.height, format=fmt, mode=mode,
         n_bytes=len(data),
