@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import zlib
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pytest
@@ -82,3 +84,22 @@ def bad_files(tmp_path):
         "vector.svg": "not an image",
         "icon.ico": "unsupported image format",
     }
+
+
+def run_in_threads(fn: Callable, items: Iterable) -> list[BaseException]:
+    """Run ``fn(item)`` in one thread per item, all at once; wait for every thread and return
+    what they raised (an exception or failed assert inside a thread is otherwise lost)."""
+    errors: list[BaseException] = []
+
+    def guarded(item):
+        try:
+            fn(item)
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=(item,)) for item in items]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from conftest import run_in_threads
 
 from adlens.bandit.state import (
     BanditStore,
@@ -154,11 +155,7 @@ def test_concurrent_feedback_counts_exactly(engine):
             with lock:
                 statuses.append(st)
 
-    threads = [threading.Thread(target=worker, args=(c,)) for c in chunks]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert run_in_threads(worker, chunks) == []
     assert statuses.count("counted") == len(clicked) + 10
     assert statuses.count("duplicate") == 2 * (len(clicked) + 10)
     arms = s.arms()
@@ -244,21 +241,12 @@ def test_kept_writer_connection_recovers_from_a_failed_write_and_is_thread_safe(
         s.record_decisions([_record("n1"), _record("d0")])
     s.record_decisions([_record("after")])  # the kept connection was rolled back, not left mid-transaction
     assert s.decision("after") is not None and s.decision("n1") is None
-    errors = []
 
     def write(t):
-        try:
-            for i in range(25):
-                s.record_decisions([_record(f"t{t}-{i}", chosen="ab"[i % 2])])
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
+        for i in range(25):
+            s.record_decisions([_record(f"t{t}-{i}", chosen="ab"[i % 2])])
 
-    threads = [threading.Thread(target=write, args=(t,)) for t in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors
+    assert run_in_threads(write, range(4)) == []
     assert s.count()["decisions"] == 2 + 100
     # i = 0..24: 13 "a" and 12 "b" per thread, plus d0 and "after" for "a"
     assert s.arms()["a"].impressions == 2 + 4 * 13 and s.arms()["b"].impressions == 4 * 12

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
+from conftest import run_in_threads
 from PIL import Image
 
 from adlens.embed import resize as R
@@ -142,22 +141,13 @@ def test_threads_share_nothing():
     cases = [(_image(rng, int(h), int(w)), (int(ow), int(oh))) for h, w, ow, oh in rng.integers(20, 300, (24, 4))]
     want = [_pillow(a, s) for a, s in cases]
     got = [None] * len(cases)
-    errors = []
 
     def run(k):
-        try:
-            for _ in range(5):
-                for i in range(k, len(cases), 4):
-                    got[i] = R.resize_rgb(*cases[i])
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
+        for _ in range(5):
+            for i in range(k, len(cases), 4):
+                got[i] = R.resize_rgb(*cases[i])
 
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    assert run_in_threads(run, range(4)) == []
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from conftest import banner, encode
+from conftest import banner, encode, run_in_threads
 from fastapi.testclient import TestClient
 
 from adlens.bandit.state import BanditStore
@@ -278,11 +278,7 @@ def test_concurrent_select_and_feedback_over_http_lose_nothing(trained):
                     with lock:
                         clicked.append(d["chosen"])
 
-        threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        assert run_in_threads(worker, range(8)) == []
     now = svc.store.count()
     assert now["decisions"] - base["decisions"] == 240
     assert now["clicks"] - base["clicks"] == len(clicked) == 80
