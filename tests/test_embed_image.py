@@ -296,6 +296,31 @@ def test_load_rgb_applies_exif_orientation(tmp_path):
     assert load_rgb(p).size == (80, 120)
 
 
+def test_upright_copies_only_what_it_turns_and_keeps_pixels_when_exif_breaks(tmp_path, monkeypatch):
+    from PIL import ImageOps
+
+    from adlens.ingest.validate import upright
+
+    plain = Image.open(io.BytesIO(_jpeg(_photo(8, (50, 30)))))
+    plain.load()
+    assert upright(plain) is plain  # nothing to turn: no copy
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    _photo(8, (50, 30)).save(buf, "JPEG", exif=exif.tobytes())
+    turned = Image.open(io.BytesIO(buf.getvalue()))
+    turned.load()
+    before = np.asarray(turned).copy()
+    assert upright(turned).size == (30, 50) and turned.size == (50, 30)  # a turned copy; the input as it was
+
+    def broken(img, **kw):
+        raise SyntaxError("corrupt EXIF")
+
+    monkeypatch.setattr(ImageOps, "exif_transpose", broken)
+    res = upright(turned)
+    assert res is turned and np.array_equal(np.asarray(res), before)  # kept as decoded
+
+
 def test_few_files_take_the_pipelined_path_with_every_thread(model_dir, tmp_path, monkeypatch):
     # data-parallel only pays when each worker gets a batch; one image must keep both threads
     e = EfficientNetLite0(model_dir, batch_size=8, num_threads=2)

@@ -162,8 +162,10 @@ def test_threads_share_nothing():
     (np.zeros((10, 10, 3), np.uint8), (5, 5), {"box": (-1, 0, 5, 5)}, "inside"),
     (np.zeros((10, 10, 3), np.uint8), (5, 5), {"box": (0, 0, 11, 5)}, "inside"),
     (np.zeros((10, 10, 3), np.uint8), (5, 5), {"box": (6, 0, 5, 5)}, "inside"),
-    (np.zeros((10, 10, 3), np.uint8), (5, 5), {"box": (0, 0, float("nan"), 5)}, "inside"),
+    (np.zeros((10, 10, 3), np.uint8), (5, 5), {"box": (0, 0, float("nan"), 5)}, "finite"),
+    (np.zeros((10, 10, 3), np.uint8), (5, 5), {"box": (0, 0, 5)}, "4 finite numbers"),
     (np.zeros((10, 10, 3), np.uint8), (5, 5), {"out": np.zeros((5, 6, 3), np.uint8)}, "out must be"),
+    (np.zeros((10, 10, 3), np.uint8), (5, 5), {"out": np.frombuffer(bytes(75), np.uint8).reshape(5, 5, 3)}, "writeable"),
 ])
 def test_bad_input_is_refused(bad, size, kw, match):
     with pytest.raises(ValueError, match=match):
@@ -193,3 +195,16 @@ def test_preprocess_is_pillows_bytes(mode):
         assert np.shares_memory(preprocess(im, mode, size, out=slot[2]), slot)
         np.testing.assert_array_equal(slot[2], np.asarray(want))
         assert not slot[[0, 1, 3]].any()  # the other slots of the batch are untouched
+
+
+def test_out_overlapping_the_input_is_refused():
+    a = np.zeros((20, 20, 3), np.uint8)
+    with pytest.raises(ValueError, match="overlap"):
+        R.resize_rgb(a, (5, 5), out=a[:5, :5])
+
+
+def test_box_edges_are_tested_in_float32_like_pillow():
+    rng = np.random.default_rng(11)
+    a = _image(rng, 10, 12)
+    box = (0.0, 0.0, 12.0, 10.0000001)  # above the image in float64, on its edge in float32
+    np.testing.assert_array_equal(R.resize_rgb(a, (7, 5), box=box), _pillow(a, (7, 5), box))

@@ -146,11 +146,13 @@ def _embed_files_streamed(ws, kind, embedder, todo, batch_size, progress) -> lis
             vectors.append(vecs)
         failed += [{"key": key_of.get(p, p), "reason": r} for p, r in errs]
         done += len(idx) + len(errs)
-        if keys and (len(keys) >= batch_size or done == len(todo)):
+        if len(keys) >= batch_size:
             ws.embeddings.put(embedder.model_id, kind, keys, np.concatenate(vectors))
             keys, vectors = [], []
         if progress:
             progress(done, len(todo))
+    if keys:
+        ws.embeddings.put(embedder.model_id, kind, keys, np.concatenate(vectors))
     return failed
 
 

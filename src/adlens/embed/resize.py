@@ -36,6 +36,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
+import threading
 
 import numpy as np
 from PIL import Image
@@ -171,28 +172,6 @@ static int use_avx2(void) { return 0; }
 void adlens_resize_portable(int on) { (void)on; }
 #endif
 
-/* Scratch memory (the intermediate image, the transposed blocks) is reused per thread: fresh pages
-   cost this VM about as much as the resize itself (0.15 ms per 150 kB). Above SCRATCH_KEEP bytes a
-   buffer is allocated and freed per call instead of being kept. */
-#define SCRATCH_KEEP ((size_t)16 << 20)
-#if defined(__GNUC__)
-static __thread uint8_t *scratch_p = NULL;
-static __thread size_t scratch_n = 0;
-static uint8_t *scratch_get(size_t n) {
-    if (n > SCRATCH_KEEP) return (uint8_t *)malloc(n);
-    if (n > scratch_n) {
-        free(scratch_p);
-        scratch_p = (uint8_t *)malloc(n);
-        scratch_n = scratch_p ? n : 0;
-    }
-    return scratch_p;
-}
-static void scratch_put(uint8_t *p, size_t n) { if (n > SCRATCH_KEEP) free(p); }
-#else
-static uint8_t *scratch_get(size_t n) { return (uint8_t *)malloc(n); }
-static void scratch_put(uint8_t *p, size_t n) { (void)n; free(p); }
-#endif
-
 static void hpass(int avx2, const uint8_t *in, int64_t in_stride, int in_w, int nrows, uint8_t *out,
                   int64_t out_stride, int out_w, const int32_t *lo, const int32_t *n, const int32_t *k, int ks,
                   uint8_t *blocks) {
@@ -215,25 +194,23 @@ static void vpass(int avx2, const uint8_t *in, int64_t in_stride, int row_bytes,
 }
 
 /* in (in_h, in_w, 3) at in_stride -> out (out_h, out_w, 3) at out_stride, by the plan p (int64):
-   in_w, in_h, out_w, out_h, vfirst, hx, vy, y0, y1, ksx, ksy, then the addresses of the int32
-   arrays xlo, xn, kx, ylo, yn, ky. Horizontal first (unless vfirst): the horizontal pass (if hx)
-   over input rows [y0, y1) into a temporary image, then the vertical pass (if vy; row indices
-   relative to y0 when both run). vfirst: the vertical pass over whole input rows, then the
-   horizontal one. Returns 0, or -1 if out of memory. */
-int adlens_resize_rgb(const uint8_t *in, int64_t in_stride, uint8_t *out, int64_t out_stride, const int64_t *p) {
+   in_w, in_h, out_w, out_h, vfirst, hx, vy, y0, y1, ksx, ksy, the addresses of the int32 arrays
+   xlo, xn, kx, ylo, yn, ky, then the scratch bytes needed. Horizontal first (unless vfirst): the
+   horizontal pass (if hx) over input rows [y0, y1) into a temporary image, then the vertical
+   pass (if vy; row indices relative to y0 when both run). vfirst: the vertical pass over whole
+   input rows, then the horizontal one. mem: scratch of at least p[17] bytes (the caller's, so
+   that nothing outlives the caller's thread). Returns 0, or -1 if mem is too small. */
+int adlens_resize_rgb(const uint8_t *in, int64_t in_stride, uint8_t *out, int64_t out_stride, const int64_t *p,
+                      uint8_t *mem, int64_t mem_n) {
     int in_w = (int)p[0], in_h = (int)p[1], out_w = (int)p[2], out_h = (int)p[3];
     int vfirst = (int)p[4], hx = (int)p[5], vy = (int)p[6], y0 = (int)p[7], y1 = (int)p[8];
     int ksx = (int)p[9], ksy = (int)p[10];
     const int32_t *xlo = (const int32_t *)(intptr_t)p[11], *xn = (const int32_t *)(intptr_t)p[12];
     const int32_t *kx = (const int32_t *)(intptr_t)p[13], *ylo = (const int32_t *)(intptr_t)p[14];
     const int32_t *yn = (const int32_t *)(intptr_t)p[15], *ky = (const int32_t *)(intptr_t)p[16];
-    int avx2 = use_avx2();
     size_t nblocks = hx ? (size_t)in_w * 24 + (size_t)out_w * 24 + 8 : 0;
-    size_t ntmp = 0;
-    if (hx && vy) ntmp = vfirst ? (size_t)in_w * out_h * 3 : (size_t)out_w * (size_t)(y1 - y0) * 3;
-    size_t total = nblocks + ntmp + 1;
-    uint8_t *mem = scratch_get(total);
-    if (!mem) return -1;
+    if (mem_n < p[17]) return -1;
+    int avx2 = use_avx2();
     uint8_t *blocks = mem, *tmp = mem + nblocks;
     if (hx && vy) {  /* two passes through the intermediate image tmp */
         if (vfirst) {
@@ -249,7 +226,6 @@ int adlens_resize_rgb(const uint8_t *in, int64_t in_stride, uint8_t *out, int64_
     } else if (vy) {
         vpass(avx2, in, in_stride, in_w * 3, out, out_stride, out_h, ylo, yn, ky, ksy);
     }
-    scratch_put(mem, total);
     return 0;
 }
 """
@@ -261,7 +237,7 @@ def _kernels():
     if not _LIB:
         P, I, I64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
         _LIB.append(native.load("resize", _C_SRC, {
-            "adlens_resize_rgb": ([P, I64, P, I64, P], I),
+            "adlens_resize_rgb": ([P, I64, P, I64, P, P, I64], I),
             "adlens_resize_portable": ([I], None),
         }))
     return _LIB[0]
@@ -331,14 +307,19 @@ def resize_rgb(
         out = np.empty((out_h, out_w, 3), np.uint8)
     elif out.shape != (out_h, out_w, 3) or out.dtype != np.uint8 or out.strides[1:] != (3, 1):
         raise ValueError(f"out must be ({out_h}, {out_w}, 3) uint8 with contiguous rows, got {out.shape} {out.dtype}")
-    full = (0.0, 0.0, float(in_w), float(in_h))
-    box = full if box is None else tuple(float(v) for v in box)
-    l, t, r, b = box
-    if not all(math.isfinite(v) for v in box) or l < 0 or t < 0 or r > in_w or b > in_h or r < l or b < t:
+    elif not out.flags.writeable or np.may_share_memory(out, pixels):
+        raise ValueError("out must be a writeable array that does not overlap pixels")
+    given = (0.0, 0.0, float(in_w), float(in_h)) if box is None else tuple(float(v) for v in box)
+    if len(given) != 4 or not all(math.isfinite(v) for v in given):
+        raise ValueError(f"box {box} must be 4 finite numbers (left, top, right, bottom)")
+    # Pillow takes the box as float32 and tests it in float32
+    l, t, r, b = (np.float32(v) for v in given)
+    if l < 0 or t < 0 or r > in_w or b > in_h or r - l < 0 or b - t < 0:
         raise ValueError(f"box {box} must lie inside the {in_w}x{in_h} image, left <= right, top <= bottom")
     if l == int(l) and t == int(t) and r - l == out_w and b - t == out_h:
         out[...] = pixels[int(t) : int(b), int(l) : int(r)]  # Pillow crops (or copies) without resampling
         return out
+    box = (float(l), float(t), float(r), float(b))
     lib = _kernels()
     rule = _pillow_rule() if lib is not None else None
     if rule is None:
@@ -351,9 +332,27 @@ def resize_rgb(
 
 def _native(lib, src: np.ndarray, out: np.ndarray, box: tuple[float, ...], rule: str) -> None:
     plan = _plan(src.shape[1], src.shape[0], out.shape[1], out.shape[0], box, rule)
-    rc = lib.adlens_resize_rgb(src.ctypes.data, src.strides[0], out.ctypes.data, out.strides[0], plan[0].ctypes.data)
-    if rc != 0:
-        raise MemoryError(f"resize of a {src.shape[1]}x{src.shape[0]} image to {out.shape[1]}x{out.shape[0]}: out of memory")
+    mem = _scratch(int(plan[0][17]))
+    rc = lib.adlens_resize_rgb(src.ctypes.data, src.strides[0], out.ctypes.data, out.strides[0], plan[0].ctypes.data,
+                               mem.ctypes.data, mem.size)
+    if rc != 0:  # pragma: no cover - _scratch always gives enough
+        raise RuntimeError(f"resize of a {src.shape[1]}x{src.shape[0]} image to {out.shape[1]}x{out.shape[0]}: scratch too small")
+
+
+_SCRATCH_KEEP = 16 << 20
+_local = threading.local()
+
+
+def _scratch(n: int) -> np.ndarray:
+    """``n`` bytes of scratch (intermediate image, transposed row blocks), reused by this thread:
+    fresh pages cost this VM about as much as the resize itself (0.15 ms per 150 kB). A numpy
+    buffer held by the thread goes with the thread; above 16 MB a buffer is made per call."""
+    if n > _SCRATCH_KEEP:
+        return np.empty(n, np.uint8)
+    buf = getattr(_local, "buf", None)
+    if buf is None or buf.size < n:
+        buf = _local.buf = np.empty(max(n, 1 << 16), np.uint8)
+    return buf
 
 
 @functools.lru_cache(maxsize=512)
@@ -372,8 +371,10 @@ def _plan(in_w: int, in_h: int, out_w: int, out_h: int, box: tuple[float, ...], 
     if hx and vy and not vfirst:
         ylo = ylo - np.int32(y0)  # the vertical pass reads the horizontal pass's rows y0..y1
     arrays = (xlo, xn, kx, ylo, yn, ky)
-    block = np.array([in_w, in_h, out_w, out_h, vfirst, hx, vy, y0, y1, ksx, ksy, *(a.ctypes.data for a in arrays)],
-                     dtype=np.int64)
+    scratch = (in_w * 24 + out_w * 24 + 8 if hx else 0) + (
+        (in_w * out_h * 3 if vfirst else out_w * (y1 - y0) * 3) if hx and vy else 0) + 1
+    block = np.array([in_w, in_h, out_w, out_h, vfirst, hx, vy, y0, y1, ksx, ksy, *(a.ctypes.data for a in arrays),
+                      scratch], dtype=np.int64)
     return block, arrays
 
 
@@ -388,9 +389,14 @@ def _pillow_rule() -> str | None:
     if not _RULE:
         lib = _kernels()
         rng = np.random.default_rng(7)
-        cases = [(rng.integers(0, 256, (60, 30, 3), dtype=np.uint8), (32, 20), None),   # height shrinks most
-                 (rng.integers(0, 256, (30, 40, 3), dtype=np.uint8), (25, 20), None),   # both shrink
-                 (rng.integers(0, 256, (20, 20, 3), dtype=np.uint8), (33, 27), (1.5, 2.25, 17.5, 19.0))]
+        # height shrinks most; both shrink; a box; the two sides of Pillow 13's threshold
+        # (height loss = and = + 1 twice the width loss); a box whose height is not the image's
+        cases = [(rng.integers(0, 256, (60, 30, 3), dtype=np.uint8), (32, 20), None),
+                 (rng.integers(0, 256, (30, 40, 3), dtype=np.uint8), (25, 20), None),
+                 (rng.integers(0, 256, (20, 20, 3), dtype=np.uint8), (33, 27), (1.5, 2.25, 17.5, 19.0)),
+                 (rng.integers(0, 256, (40, 30, 3), dtype=np.uint8), (25, 30), None),
+                 (rng.integers(0, 256, (41, 30, 3), dtype=np.uint8), (25, 30), None),
+                 (rng.integers(0, 256, (60, 30, 3), dtype=np.uint8), (27, 40), (0.0, 0.0, 30.0, 38.5))]
         found = None
         for rule in ("horizontal-first", "shrink-height-first"):
             ok = True
