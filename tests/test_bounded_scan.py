@@ -300,8 +300,10 @@ def test_filtered_search_equals_brute_force_over_allowed_rows():
     rng = np.random.default_rng(31)
     for q, frac in zip(structured(12, 48, 32), [0.5, 0.1, 0.01, 0.003] * 3):
         allowed = rng.random(len(x)) < frac
-        scores, rows, _ = scan.search(x, q, 10, allowed=allowed)
+        scores, rows, stats = scan.search(x, q, 10, allowed=allowed)
         sub = np.flatnonzero(allowed)
+        # a selective filter's first stage reads only the allowed rows; a broad one reads them all
+        assert stats["rows"][0] == (len(sub) if frac <= 0.25 else len(x))
         ref_s, ref_rows = brute(x[sub], q, 10)
         assert rows.tolist() == sub[ref_rows].tolist() or np.allclose(scores, ref_s, rtol=1e-6, atol=2e-6)
         np.testing.assert_allclose(scores, ref_s, rtol=1e-6, atol=2e-6)
