@@ -116,9 +116,9 @@ def embed_workspace(
         keys = list(values)
     todo = store.missing(embedder.model_id, kind, keys)
     if is_image and hasattr(embedder, "iter_embed_files"):
-        failed = _embed_files_streamed(ws, kind, embedder, todo, batch_size, progress)
+        failed = _embed_files_streamed(ws, store, kind, embedder, todo, batch_size, progress)
     else:
-        failed = _embed_chunks(ws, kind, embedder, todo, values, is_image, batch_size, progress)
+        failed = _embed_chunks(ws, store, kind, embedder, todo, values, is_image, batch_size, progress)
     return {
         "model_id": embedder.model_id,
         "kind": kind,
@@ -129,8 +129,7 @@ def embed_workspace(
     }
 
 
-
-def _embed_files_streamed(ws, kind, embedder, todo, batch_size, progress) -> list[dict]:
+def _embed_files_streamed(ws, store, kind, embedder, todo, batch_size, progress) -> list[dict]:
     """Image files through the embedder's batch stream, stored every ``batch_size`` vectors (what
     a crash can lose). One stream, not one call per chunk: chunked calls stopped the workers at
     every chunk's end until its slowest batch was done."""
@@ -147,16 +146,16 @@ def _embed_files_streamed(ws, kind, embedder, todo, batch_size, progress) -> lis
         failed += [{"key": key_of.get(p, p), "reason": r} for p, r in errs]
         done += len(idx) + len(errs)
         if len(keys) >= batch_size:
-            ws.embeddings.put(embedder.model_id, kind, keys, np.concatenate(vectors))
+            store.put(embedder.model_id, kind, keys, np.concatenate(vectors))
             keys, vectors = [], []
         if progress:
             progress(done, len(todo))
     if keys:
-        ws.embeddings.put(embedder.model_id, kind, keys, np.concatenate(vectors))
+        store.put(embedder.model_id, kind, keys, np.concatenate(vectors))
     return failed
 
 
-def _embed_chunks(ws, kind, embedder, todo, values, is_image, batch_size, progress) -> list[dict]:
+def _embed_chunks(ws, store, kind, embedder, todo, values, is_image, batch_size, progress) -> list[dict]:
     """``batch_size`` keys at a time: texts, and image embedders without a file stream."""
     failed: list[dict] = []
     done = 0
@@ -181,7 +180,7 @@ def _embed_chunks(ws, kind, embedder, todo, values, is_image, batch_size, progre
         else:
             ok_keys = chunk
             vectors = embedder.embed_texts([values[k] for k in chunk])
-        ws.embeddings.put(embedder.model_id, kind, ok_keys, vectors)
+        store.put(embedder.model_id, kind, ok_keys, vectors)
         done += len(chunk)
         if progress:
             progress(done, len(todo))
